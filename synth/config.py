@@ -1,0 +1,28 @@
+"""Small helpers for typed, validated configuration dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value that is unknown or out of its allowed range."""
+
+
+def from_dict(cls: type[T], data: dict[str, Any], what: str | None = None) -> T:
+    """Build dataclass ``cls`` from ``data``, refusing unknown keys by name."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{what or cls.__name__}: unknown key(s) {unknown}; "
+                          f"allowed: {sorted(names)}")
+    return cls(**data)
+
+
+def require(ok: bool, what: str, value: Any, allowed: str) -> None:
+    """Raise :class:`ConfigError` naming the field, its value and what is allowed."""
+    if not ok:
+        raise ConfigError(f"{what} = {value!r} is not allowed; expected {allowed}")

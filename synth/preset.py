@@ -1,0 +1,209 @@
+"""Vital presets (``.vital`` files): load and check, import into a scope, export.
+
+A ``.vital`` file is JSON: a few text fields and ``settings``, which holds one
+number per control plus ``modulations`` (64 source/destination slots),
+``wavetables``, ``lfos`` and ``sample``. Export writes a patch's values into a
+copy of a base preset's JSON, so everything outside the scope stays exactly as
+it was in the base file.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from synth.controls import discover_controls
+from synth.space import ParameterSpace, Patch, SpaceError
+
+# What we stamp on presets we make. Vital refuses presets from a newer version
+# than itself, and vita's own serialiser writes a placeholder (99999.9.9), so
+# we write the last public Vital release instead.
+VITAL_RELEASE = "1.5.5"
+MAX_PRESET_BYTES = 64 * 1024 * 1024  # real presets are 50-500 KB; samples can add a few MB
+_STRUCTURED_SETTINGS = ("modulations", "wavetables", "lfos", "sample")
+_NUM_MOD_SLOTS = 64
+
+
+class PresetError(ValueError):
+    """A preset file that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, source: str, problem: str):
+        super().__init__(f"{source}: {problem}")
+        self.source = source
+        self.problem = problem
+
+
+@dataclass
+class Preset:
+    """A parsed, checked preset.
+
+    Attributes:
+        name: the file's stem (or a given name), used as the base preset's key.
+        data: the preset JSON as a dict (never shared: copy before editing).
+    """
+
+    name: str
+    data: dict = field(repr=False)
+
+    @property
+    def settings(self) -> dict:
+        return self.data["settings"]
+
+    def to_json(self) -> str:
+        return json.dumps(self.data)
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the canonical JSON: identifies a base preset in datasets."""
+        blob = json.dumps(self.data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def parse_preset(text: str | bytes, source: str = "<preset>", name: str | None = None) -> Preset:
+    """Parse and check preset JSON.
+
+    Raises:
+        PresetError: not JSON, not a Vital preset, or a control value that is not a
+            finite number inside the control's range.
+    """
+    try:
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PresetError(source, f"not valid JSON ({exc}); is the file truncated?") from None
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+        raise PresetError(source, "not a Vital preset: no 'settings' object at the top level")
+    settings = data["settings"]
+    controls = discover_controls()
+    known = [k for k in settings if k in controls]
+    if len(known) < len(controls) // 2:
+        raise PresetError(source, f"not a Vital preset: only {len(known)} of "
+                                  f"{len(controls)} Vital controls in 'settings'")
+    for key in known:
+        value, c = settings[key], controls[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise PresetError(source, f"control {key} has value {value!r}, not a number")
+        if not c.min <= value <= c.max:
+            raise PresetError(source, f"control {key} = {value!r} is outside its range "
+                                      f"[{c.min:g}, {c.max:g}]")
+    mods = settings.get("modulations", [])
+    if not isinstance(mods, list) or not all(isinstance(m, dict) for m in mods):
+        raise PresetError(source, "'settings.modulations' is not a list of slots")
+    stem = name or (Path(source).stem if source != "<preset>" else "preset")
+    return Preset(stem, data)
+
+
+def load_preset(path: str | os.PathLike) -> Preset:
+    """Read and check a ``.vital`` file. See :func:`parse_preset` for the checks."""
+    path = Path(path)
+    source = str(path)
+    if path.suffix.lower() != ".vital":
+        raise PresetError(source, f"expected a .vital preset, got a {path.suffix or 'no'} "
+                                  "extension")
+    if not path.is_file():
+        raise PresetError(source, "no such file")
+    size = path.stat().st_size
+    if size == 0:
+        raise PresetError(source, "the file is empty")
+    if size > MAX_PRESET_BYTES:
+        raise PresetError(source, f"{size} bytes is larger than any Vital preset "
+                                  f"({MAX_PRESET_BYTES} at most)")
+    return parse_preset(path.read_bytes(), source)
+
+
+def route_slot(settings: dict, source: str, destination: str) -> int | None:
+    """1-based slot index of a connected route, or None."""
+    for i, slot in enumerate(settings.get("modulations", [])):
+        if slot.get("source") == source and slot.get("destination") == destination:
+            return i + 1
+    return None
+
+
+def raw_values(preset: Preset, space: ParameterSpace) -> dict[str, float]:
+    """The raw value of every parameter of ``space`` in ``preset``.
+
+    Controls missing from older presets take vita's default; a route that is not
+    connected has amount 0.
+    """
+    settings = preset.settings
+    values = {}
+    for p in space.params:
+        if p.route is None:
+            values[p.name] = float(settings.get(p.name, p.default))
+        else:
+            slot = route_slot(settings, p.route.source, p.route.destination)
+            values[p.name] = float(settings.get(f"modulation_{slot}_amount", 0.0)) if slot else 0.0
+    return values
+
+
+def import_preset(preset: Preset, space: ParameterSpace) -> Patch:
+    """The patch of ``preset`` in ``space``; what lies outside the scope is ignored."""
+    try:
+        return space.patch_from_raw(raw_values(preset, space), where=preset.name)
+    except SpaceError as exc:
+        raise PresetError(preset.name, str(exc)) from None
+
+
+def apply_patch(base: Preset, space: ParameterSpace, patch: Patch, *,
+                name: str | None = None, comments: str | None = None,
+                author: str = "synthmatch") -> Preset:
+    """A new preset: ``base`` with the in-scope values of ``patch``.
+
+    Routes are written to the slot that already connects them, else to the first
+    empty slot (only when the amount is non-zero).
+    """
+    data = copy.deepcopy(base.data)
+    settings = data["settings"]
+    for key, value in space.raw_from_patch(patch).items():
+        p = space.params[space.index[key]]
+        if p.route is None:
+            settings[key] = value
+            continue
+        slot = route_slot(settings, p.route.source, p.route.destination)
+        if slot is None and value != 0.0:
+            slot = connect_route(settings, p.route.source, p.route.destination, base.name)
+        if slot is not None:
+            settings[f"modulation_{slot}_amount"] = value
+    if name is not None:
+        data["preset_name"] = name
+    if comments is not None:
+        data["comments"] = comments
+    data["author"] = author
+    if str(data.get("synth_version", "")).startswith("99999"):
+        data["synth_version"] = VITAL_RELEASE
+    return Preset(name or base.name, data)
+
+
+def connect_route(settings: dict, source: str, destination: str, where: str) -> int:
+    mods = settings.setdefault("modulations", [])
+    while len(mods) < _NUM_MOD_SLOTS:
+        mods.append({"source": "", "destination": ""})
+    for i, slot in enumerate(mods):
+        if not slot.get("source") and not slot.get("destination"):
+            slot["source"], slot["destination"] = source, destination
+            return i + 1
+    raise PresetError(where, f"all {_NUM_MOD_SLOTS} modulation slots are in use; cannot add "
+                             f"the route {source} -> {destination}")
+
+
+def save_preset(preset: Preset, path: str | os.PathLike) -> Path:
+    """Write a ``.vital`` file atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    if path.suffix.lower() != ".vital":
+        raise PresetError(str(path), "preset files must end in .vital")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(preset.data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,185 @@
+"""Rendering patches and presets to mono audio with one ``vita.Synth``.
+
+vita resets its voices at the start of every render, but Vital smooths control
+changes over roughly 100 ms, so the first render after new values would start
+with a glide from the previous preset. Each render is therefore preceded by a
+short, discarded warm-up render (``warmup_s``) that lets the smoothers settle;
+without it a sample's audio would depend on which sample the same synth
+rendered before it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import vita
+
+from synth.base import BASE_NAME, base_preset
+from synth.config import require
+from synth.preset import Preset, connect_route, route_slot
+from synth.space import ParameterSpace, Patch
+
+
+class RenderError(RuntimeError):
+    """vita could not load or render something."""
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """How a note is rendered and judged. Durations in seconds, levels in linear full scale."""
+
+    sample_rate: int = 44100
+    note_dur: float = 1.5
+    render_dur: float = 2.0
+    velocity: float = 0.8
+    warmup_s: float = 0.2
+    silence_dbfs: float = -60.0  # a peak below this is "silent"
+    clip_level: float = 1.0  # a peak above this is "clipping"
+
+    def __post_init__(self):
+        require(8000 <= self.sample_rate <= 192000, "sample_rate", self.sample_rate,
+                "8000..192000 Hz")
+        require(0.0 < self.render_dur <= 30.0, "render_dur", self.render_dur, "0 < s <= 30")
+        require(0.0 < self.note_dur <= self.render_dur, "note_dur", self.note_dur,
+                f"0 < s <= render_dur ({self.render_dur})")
+        require(0.0 <= self.velocity <= 1.0, "velocity", self.velocity, "0..1")
+        require(0.0 <= self.warmup_s <= 2.0, "warmup_s", self.warmup_s, "0..2 s")
+        require(-160.0 <= self.silence_dbfs < 0.0, "silence_dbfs", self.silence_dbfs,
+                "-160..0 dBFS")
+        require(self.clip_level > 0.0, "clip_level", self.clip_level, "> 0")
+
+    @property
+    def num_samples(self) -> int:
+        return int(round(self.render_dur * self.sample_rate))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """One rendered note.
+
+    Attributes:
+        audio: mono float32, shape ``(num_samples,)``; the mean of Vital's two channels.
+        peak: max absolute sample (linear full scale).
+        rms: root mean square over the whole render.
+        reason: why the render is unusable (``"non-finite"``, ``"silent"``,
+            ``"clipping"``), or ``""`` when it is valid.
+    """
+
+    audio: np.ndarray
+    peak: float
+    rms: float
+    reason: str
+
+    @property
+    def valid(self) -> bool:
+        return not self.reason
+
+
+def judge(audio: np.ndarray, config: RenderConfig) -> RenderResult:
+    """Measure a mono render and say whether it is usable."""
+    if not np.all(np.isfinite(audio)):
+        return RenderResult(audio, float("nan"), float("nan"), "non-finite")
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+    if peak <= 10.0 ** (config.silence_dbfs / 20.0):
+        reason = "silent"
+    elif peak > config.clip_level:
+        reason = "clipping"
+    else:
+        reason = ""
+    return RenderResult(audio, peak, rms, reason)
+
+
+class Renderer:
+    """Owns one ``vita.Synth``; applies patches on top of base presets and renders notes.
+
+    Not thread-safe: give each thread or actor its own renderer.
+
+    Args:
+        space: the parameter space patches come from.
+        config: how to render.
+        bases: extra base presets (for example perturbation seeds), by ``Preset.name``;
+            the synthmatch base preset is always available as ``"synthmatch-base"``.
+    """
+
+    def __init__(self, space: ParameterSpace, config: RenderConfig | None = None,
+                 bases: Iterable[Preset] = ()):
+        self.space = space
+        self.config = config or RenderConfig()
+        self.synth = vita.Synth()
+        self.synth.set_sample_rate(self.config.sample_rate)
+        self._controls = self.synth.get_controls()
+        self._bases: dict[str, tuple[str, dict[str, int]]] = {}
+        for preset in (base_preset(), *bases):
+            self._bases[preset.name] = self._prepare(preset)
+        self._current: str | None = None
+
+    def _prepare(self, preset: Preset) -> tuple[str, dict[str, int]]:
+        """The base's JSON with every route connected, and each route's slot."""
+        data = json.loads(preset.to_json())
+        slots = {}
+        for route in self.space.routes:
+            slot = route_slot(data["settings"], route.source, route.destination)
+            if slot is None:
+                slot = connect_route(data["settings"], route.source, route.destination, preset.name)
+                data["settings"][f"modulation_{slot}_amount"] = 0.0
+            slots[route.name] = slot
+        return json.dumps(data), slots
+
+    @property
+    def base_names(self) -> list[str]:
+        return list(self._bases)
+
+    def _load(self, base: str) -> dict[str, int]:
+        if base not in self._bases:
+            raise RenderError(f"unknown base preset {base!r}; this renderer has "
+                              f"{sorted(self._bases)}")
+        text, slots = self._bases[base]
+        if base != self._current:
+            if not self.synth.load_json(text):
+                raise RenderError(f"vita could not load base preset {base!r}")
+            self._current = base
+        return slots
+
+    def apply(self, patch: Patch, base: str = BASE_NAME) -> None:
+        """Set the synth to ``base`` with ``patch``'s values (routes as their slot amounts)."""
+        slots = self._load(base)
+        for name, value in self.space.raw_from_patch(patch).items():
+            slot = slots.get(name)
+            key = f"modulation_{slot}_amount" if slot is not None else name
+            self._controls[key].set(value)
+
+    def _render_current(self, note: int, velocity: float | None) -> RenderResult:
+        cfg = self.config
+        velocity = cfg.velocity if velocity is None else velocity
+        if not 0 <= note <= 127:
+            raise RenderError(f"MIDI note {note} is outside 0..127")
+        if not 0.0 <= velocity <= 1.0:
+            raise RenderError(f"velocity {velocity} is outside 0..1")
+        if cfg.warmup_s > 0:
+            self.synth.render(0, 0.0, 0.0, cfg.warmup_s)
+        stereo = self.synth.render(int(note), float(velocity), cfg.note_dur, cfg.render_dur)
+        mono = stereo.mean(axis=0, dtype=np.float32)[: cfg.num_samples]
+        return judge(mono, cfg)
+
+    def render(self, patch: Patch, note: int, *, base: str = BASE_NAME,
+               velocity: float | None = None) -> RenderResult:
+        """Render ``patch`` applied on ``base`` at MIDI ``note``."""
+        self.apply(patch, base)
+        return self._render_current(note, velocity)
+
+    def render_preset(self, preset: Preset, note: int, *,
+                      velocity: float | None = None) -> RenderResult:
+        """Render a whole preset as it is."""
+        if not self.synth.load_json(preset.to_json()):
+            raise RenderError(f"vita could not load preset {preset.name!r} (malformed, or "
+                              "made by a newer Vital)")
+        self._current = None
+        return self._render_current(note, velocity)

@@ -1,0 +1,222 @@
+"""Sampling patches: each one a pure function of ``(seed, index)``.
+
+The random generator for sample ``index`` is seeded by ``(stream, seed, index)``
+alone, so a sample is the same whatever the batching, worker count or machine.
+
+Two strategies, mixed by ``perturb_fraction``:
+
+- ``uniform``: every parameter drawn over its range, then narrowed by the
+  audibility rules below, so that almost no sample is silent or clipping by
+  construction (rather than rendering and rejecting);
+- ``perturb``: a seed preset (for example one of ../shared/real-presets)
+  imported into the scope, its unit values moved by Gaussian noise and some of
+  its discrete values redrawn; the seed preset is the base it is applied to,
+  so its wavetables and effects come along.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from synth.base import BASE_NAME
+from synth.config import require
+from synth.preset import Preset, import_preset, load_preset
+from synth.space import ParameterSpace, Patch, get_space
+
+_STREAM = 0x5EED  # separates sampling draws from any other use of (seed, index)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How patches are drawn. Notes are MIDI numbers; fractions are probabilities."""
+
+    scope: str = "core"
+    seed: int = 0
+    note_min: int = 36
+    note_max: int = 84
+    velocity: float = 0.8
+    perturb_fraction: float = 0.0
+    seed_presets: tuple[str, ...] = ()
+    perturb_sigma: float = 0.08  # std of the noise added to unit values
+    perturb_redraw: float = 0.1  # probability that a discrete value is redrawn
+
+    def __post_init__(self):
+        object.__setattr__(self, "seed_presets", tuple(str(p) for p in self.seed_presets))
+        require(self.seed >= 0, "seed", self.seed, "a whole number >= 0")
+        require(0 <= self.note_min <= self.note_max <= 127, "note_min..note_max",
+                (self.note_min, self.note_max), "0 <= note_min <= note_max <= 127")
+        require(0.0 < self.velocity <= 1.0, "velocity", self.velocity, "0 < v <= 1")
+        require(0.0 <= self.perturb_fraction <= 1.0, "perturb_fraction",
+                self.perturb_fraction, "0..1")
+        require(self.perturb_fraction == 0.0 or bool(self.seed_presets), "perturb_fraction",
+                self.perturb_fraction, "0 when no seed_presets are given")
+        require(0.0 <= self.perturb_sigma <= 1.0, "perturb_sigma", self.perturb_sigma, "0..1")
+        require(0.0 <= self.perturb_redraw <= 1.0, "perturb_redraw", self.perturb_redraw, "0..1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sampled preset: a patch, the base it applies to, and the note to play."""
+
+    index: int
+    patch: Patch
+    note: int
+    velocity: float
+    base: str
+    strategy: str  # "uniform" or "perturb"
+
+
+# --- audibility rules for uniform sampling ----------------------------------------
+# Each rule narrows the draw of a few parameters that exist in the scope.
+# ``v`` holds raw values by name; ``pitch`` is the played note.
+
+Rule = Callable[[dict, np.random.Generator, int, ParameterSpace], None]
+
+
+def _has(space: ParameterSpace, *names: str) -> bool:
+    return all(n in space.index for n in names)
+
+
+_STRIPPING_MORPHS = (1.0, 5.0, 6.0, 8.0)
+
+
+def _oscillators(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace) -> None:
+    """At least one oscillator on, at an audible level, in a musical, audible register.
+
+    Ring modulation by another source (types 10-12) silences an oscillator whose
+    partner is off, and FM from the sample (9) needs the sample oscillator, so
+    uniform draws leave them out; perturbed real presets still reach them. The
+    same goes for destinations 5-13, which feed one effect directly and are
+    silent while it is off: uniform draws use filter 1, filter 2, both, the
+    effects chain or the direct output (0-4). Spectral morphs that strip
+    harmonics (vocode 1, smear 5, random amplitudes 6, high pass 8) can erase a
+    frame with few harmonics (the sine end of basic shapes), so their amount
+    stays at or under one half.
+    """
+    oscs = [n for n in (1, 2, 3) if _has(space, f"osc_{n}_on")]
+    if not oscs:
+        return
+    on = {n: rng.random() < (0.85 if n == 1 else 0.5 if n == 2 else 0.25) for n in oscs}
+    if not any(on.values()):
+        on[oscs[int(rng.integers(len(oscs)))]] = True
+    for n in oscs:
+        p = f"osc_{n}_"
+        v[p + "on"] = float(on[n])
+        v[p + "level"] = rng.uniform(0.35, 1.0)  # amplitude = level^2: -18 .. 0 dB
+        shifts = [t for t in (-24, -12, -12, 0, 0, 0, 0, 7, 12, 12, 19, 24)
+                  if 24 <= pitch + t <= 96]
+        v[p + "transpose"] = float(shifts[int(rng.integers(len(shifts)))])
+        v[p + "midi_track"] = float(rng.random() < 0.95)
+        v[p + "distortion_type"] = float(rng.integers(0, 9))
+        v[p + "destination"] = float(rng.integers(0, 5))
+        if v.get(p + "spectral_morph_type") in _STRIPPING_MORPHS:
+            v[p + "spectral_morph_amount"] = rng.uniform(0.0, 0.5)
+
+
+def _filters(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace) -> None:
+    """A filter leaves the note's fundamental region audible.
+
+    Blend runs low-pass (0) .. band-pass (1) .. high-pass (2). A low-pass
+    cutoff stays above the note minus an octave; a high-pass one below it plus
+    three octaves. Drive stays under 12 dB: beyond, the filter clips.
+    """
+    for n in (1, 2):
+        p = f"filter_{n}_"
+        if not _has(space, p + "cutoff", p + "blend"):
+            continue
+        blend = v[p + "blend"]
+        if blend < 1.0:
+            v[p + "cutoff"] = rng.uniform(max(8.0, pitch - 12.0), 136.0)
+        else:
+            v[p + "cutoff"] = rng.uniform(8.0, min(136.0, pitch + 36.0))
+        v[p + "drive"] = rng.uniform(0.0, 12.0)
+
+
+def _amp_envelope(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace) -> None:
+    """The amplitude envelope (envelope 1) opens within the note.
+
+    Times are stored as the fourth root of seconds: delay <= 0.13 s and
+    attack <= 0.66 s of the 1.5 s note.
+    """
+    if _has(space, "env_1_attack", "env_1_delay"):
+        v["env_1_delay"] = rng.uniform(0.0, 0.6)
+        v["env_1_attack"] = rng.uniform(0.0, 0.9)
+
+
+def _routes(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace) -> None:
+    """Route amounts within +-0.5: a full-depth envelope sweep shuts the filter."""
+    for route in space.routes:
+        v[route.name] = rng.uniform(-0.5, 0.5)
+
+
+def _volume(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace) -> None:
+    """Master volume leaves headroom for the oscillators that are on.
+
+    Volume is shown as sqrt(raw) - 80 dB. Each oscillator's amplitude is its
+    level squared; the master sits 2-12 dB under full scale minus the summed
+    oscillator gain, so a loud stack is turned down rather than clipped.
+    """
+    if not _has(space, "volume"):
+        return
+    amp = sum(v.get(f"osc_{n}_level", 0.0) ** 2 * v.get(f"osc_{n}_on", 0.0) for n in (1, 2, 3))
+    gain_db = 20.0 * math.log10(max(amp, 1e-3))
+    db = rng.uniform(-12.0, -2.0) - max(gain_db, 0.0)
+    v["volume"] = (db + 80.0) ** 2
+
+
+AUDIBILITY_RULES: tuple[Rule, ...] = (_oscillators, _filters, _amp_envelope, _routes, _volume)
+
+
+class Sampler:
+    """Draws :class:`Sample` objects; ``sample(i)`` depends only on the config and ``i``."""
+
+    def __init__(self, config: SamplerConfig | None = None):
+        self.config = config or SamplerConfig()
+        self.space = get_space(self.config.scope)
+        self.seed_presets: list[Preset] = [load_preset(p) for p in self.config.seed_presets]
+        names = [p.name for p in self.seed_presets]
+        if len(set(names)) != len(names) or BASE_NAME in names:
+            raise ValueError(f"seed preset names must be unique and not {BASE_NAME!r}: {names}")
+        self._seed_patches = [import_preset(p, self.space) for p in self.seed_presets]
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if index < 0:
+            raise ValueError(f"sample index {index} is negative")
+        return np.random.default_rng([_STREAM, self.config.seed, index])
+
+    def sample(self, index: int) -> Sample:
+        cfg = self.config
+        rng = self._rng(index)
+        note = int(rng.integers(cfg.note_min, cfg.note_max + 1))
+        if rng.random() < cfg.perturb_fraction:
+            k = int(rng.integers(len(self.seed_presets)))
+            patch = self._perturb(self._seed_patches[k], rng)
+            return Sample(index, patch, note, cfg.velocity, self.seed_presets[k].name, "perturb")
+        return Sample(index, self._uniform(rng, note), note, cfg.velocity, BASE_NAME, "uniform")
+
+    def samples(self, indices: Iterable[int]) -> list[Sample]:
+        return [self.sample(int(i)) for i in indices]
+
+    def _uniform(self, rng: np.random.Generator, note: int) -> Patch:
+        space = self.space
+        unit = rng.random(len(space.continuous))
+        classes = rng.integers(0, space.num_classes)
+        values = space.raw_from_patch(Patch(unit, classes))
+        for rule in AUDIBILITY_RULES:
+            rule(values, rng, note, space)
+        return space.patch_from_raw(values, where="uniform sample")
+
+    def _perturb(self, seed: Patch, rng: np.random.Generator) -> Patch:
+        cfg = self.config
+        unit = seed.continuous + rng.normal(0.0, cfg.perturb_sigma, seed.continuous.shape)
+        redraw = rng.random(seed.categorical.shape) < cfg.perturb_redraw
+        fresh = rng.integers(0, self.space.num_classes)
+        return Patch(np.clip(unit, 0.0, 1.0), np.where(redraw, fresh, seed.categorical))

@@ -1,0 +1,227 @@
+"""The parameter space a model learns: one scope of Vital's controls, as vectors.
+
+A preset inside a scope is a :class:`Patch`: a float64 vector of unit values
+for the continuous parameters and an int64 vector of class indices for the
+discrete ones. Everything else (sampling, the Parquet schema, the model's
+heads, preset export) derives its layout from :class:`ParameterSpace`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from synth.controls import VITA_VERSION, Control, discover_controls
+from synth.scales import UnitMap, Warp, warp_for
+from synth.scopes import SCOPES, ModRoute, never_learned_reason
+
+SPACE_FORMAT = 1
+
+
+class SpaceError(ValueError):
+    """A value that does not belong to the parameter space."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One learned parameter: a Vital control, or the amount of a fixed modulation route."""
+
+    name: str
+    kind: Literal["continuous", "categorical"]
+    module: str
+    lo: float
+    hi: float
+    default: float
+    warp: Warp | None  # continuous only
+    num_classes: int  # categorical only (0 for continuous)
+    control: Control | None  # None for a route
+    route: ModRoute | None  # None for a control
+    switch: str | None  # the "<module>_on" control that silences this one, if any
+
+    def definition(self) -> list:
+        """What identifies this parameter in the space id."""
+        tail = self.warp.value if self.warp else self.num_classes
+        return [self.name, self.kind, self.lo, self.hi, tail]
+
+
+def _control_param(control: Control, switches: set[str]) -> Param:
+    switch = f"{control.module}_on"
+    switch = switch if switch in switches and switch != control.name else None
+    if control.discrete:
+        return Param(control.name, "categorical", control.module, control.min, control.max,
+                     control.default, None, control.num_values, control, None, switch)
+    return Param(control.name, "continuous", control.module, control.min, control.max,
+                 control.default, warp_for(control), 0, control, None, switch)
+
+
+def _route_param(route: ModRoute) -> Param:
+    return Param(route.name, "continuous", "modulation", -1.0, 1.0, 0.0, Warp.LINEAR, 0,
+                 None, route, None)
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A preset inside a scope.
+
+    Attributes:
+        continuous: unit values in [0, 1], shape ``(C,)``, float64.
+        categorical: class indices, shape ``(K,)``, int64.
+    """
+
+    continuous: np.ndarray
+    categorical: np.ndarray
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Patch)
+                and np.array_equal(self.continuous, other.continuous)
+                and np.array_equal(self.categorical, other.categorical))
+
+    __hash__ = None  # mutable arrays inside
+
+
+class ParameterSpace:
+    """The parameters of one named scope, discovered from vita, with our mapping on top."""
+
+    def __init__(self, scope: str = "core"):
+        if scope not in SCOPES:
+            raise SpaceError(f"unknown scope {scope!r}; choose one of {sorted(SCOPES)}")
+        self.scope = SCOPES[scope]
+        self.controls = discover_controls()
+        switches = {n for n in self.controls if n.endswith("_on")}
+        chosen = [_control_param(c, switches) for c in self.controls.values()
+                  if self.scope.includes(c)]
+        chosen += [_route_param(r) for r in self.scope.routes]
+        self.continuous: tuple[Param, ...] = tuple(p for p in chosen if p.kind == "continuous")
+        self.categorical: tuple[Param, ...] = tuple(p for p in chosen if p.kind == "categorical")
+        self.params: tuple[Param, ...] = self.continuous + self.categorical
+        self.index = {p.name: i for i, p in enumerate(self.params)}
+        self.unit_map = UnitMap(
+            np.array([p.lo for p in self.continuous]),
+            np.array([p.hi for p in self.continuous]),
+            [p.warp for p in self.continuous],
+        )
+        self._cat_lo = np.array([p.lo for p in self.categorical], dtype=np.float64)
+        self.num_classes = np.array([p.num_classes for p in self.categorical], dtype=np.int64)
+
+    @property
+    def name(self) -> str:
+        return self.scope.name
+
+    @property
+    def routes(self) -> tuple[ModRoute, ...]:
+        return self.scope.routes
+
+    def __repr__(self) -> str:
+        return (f"ParameterSpace({self.name!r}, continuous={len(self.continuous)}, "
+                f"categorical={len(self.categorical)}, id={self.id!r})")
+
+    # -- identity -----------------------------------------------------------------
+    def definition(self) -> dict:
+        """Everything that gives a vector its meaning; hashed into :attr:`id`."""
+        return {
+            "format": SPACE_FORMAT,
+            "scope": self.name,
+            "vita": VITA_VERSION,
+            "params": [p.definition() for p in self.params],
+        }
+
+    @functools.cached_property
+    def id(self) -> str:
+        """A stable identifier: the scope name and a hash of the definition and vita version."""
+        blob = json.dumps(self.definition(), sort_keys=True, separators=(",", ":"))
+        return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+    def check_id(self, recorded: str, what: str) -> None:
+        """Refuse an artifact made in another space."""
+        if recorded != self.id:
+            raise SpaceError(f"{what} was made in parameter space {recorded!r}, but this is "
+                             f"{self.id!r} (scope {self.name!r}, vita {VITA_VERSION})")
+
+    # -- conversions ----------------------------------------------------------------
+    def default_raw(self) -> dict[str, float]:
+        return {p.name: p.default for p in self.params}
+
+    def patch_from_raw(self, raw: Mapping[str, float], *, where: str = "values") -> Patch:
+        """Raw Vital values (missing ones take their defaults) -> :class:`Patch`.
+
+        Raises:
+            SpaceError: a value out of its range, not finite, or not a whole option index.
+        """
+        values = self.default_raw()
+        values.update({k: float(v) for k, v in raw.items() if k in self.index})
+        for p in self.params:
+            v = values[p.name]
+            if not np.isfinite(v) or v < p.lo or v > p.hi:
+                raise SpaceError(f"{where}: {p.name} = {v!r} is outside its range "
+                                 f"[{p.lo:g}, {p.hi:g}]")
+            if p.kind == "categorical" and v != round(v):
+                raise SpaceError(f"{where}: {p.name} = {v!r} is not one of its "
+                                 f"{p.num_classes} options (whole numbers {p.lo:g}..{p.hi:g})")
+        cont = self.unit_map.canonical(np.array([values[p.name] for p in self.continuous]))
+        cat = np.array([values[p.name] for p in self.categorical], dtype=np.float64)
+        return Patch(self.unit_map.to_unit(cont), np.rint(cat - self._cat_lo).astype(np.int64))
+
+    def raw_from_patch(self, patch: Patch) -> dict[str, float]:
+        """:class:`Patch` -> raw Vital values, keyed by parameter name."""
+        self.validate(patch)
+        cont = self.unit_map.to_raw(patch.continuous)
+        cat = self._cat_lo + patch.categorical
+        out = {p.name: float(v) for p, v in zip(self.continuous, cont, strict=True)}
+        out.update({p.name: float(v) for p, v in zip(self.categorical, cat, strict=True)})
+        return out
+
+    def default_patch(self) -> Patch:
+        return self.patch_from_raw({})
+
+    def validate(self, patch: Patch) -> None:
+        """Raise :class:`SpaceError` naming the first parameter out of range."""
+        cont, cat = np.asarray(patch.continuous), np.asarray(patch.categorical)
+        if cont.shape != (len(self.continuous),) or cat.shape != (len(self.categorical),):
+            raise SpaceError(
+                f"patch has shapes {cont.shape} and {cat.shape}; scope {self.name!r} needs "
+                f"({len(self.continuous)},) continuous and ({len(self.categorical)},) categorical")
+        bad = np.flatnonzero(~np.isfinite(cont) | (cont < 0.0) | (cont > 1.0))
+        if bad.size:
+            p = self.continuous[bad[0]]
+            raise SpaceError(f"{p.name}: unit value {float(cont[bad[0]])!r} is outside [0, 1]")
+        bad = np.flatnonzero((cat < 0) | (cat >= self.num_classes))
+        if bad.size:
+            p = self.categorical[bad[0]]
+            raise SpaceError(f"{p.name}: class {int(cat[bad[0]])} is outside "
+                             f"0..{p.num_classes - 1}")
+
+    def describe(self) -> list[dict]:
+        """One row per parameter, for tables and JSON."""
+        rows = []
+        for p in self.params:
+            c = p.control
+            rows.append({
+                "name": p.name, "module": p.module, "kind": p.kind,
+                "min": p.lo, "max": p.hi, "default": p.default,
+                "scale": c.scale if c else "linear",
+                "mapping": p.warp.value if p.warp else f"{p.num_classes} classes",
+                "units": c.units if c else "",
+                "options": list(c.options) if c and p.kind == "categorical" else [],
+            })
+        return rows
+
+    def excluded(self) -> dict[str, str]:
+        """Controls left out of this scope, with the reason."""
+        out = {}
+        for name in self.controls:
+            if name in self.index:
+                continue
+            out[name] = never_learned_reason(name) or f"outside scope {self.name!r}"
+        return out
+
+
+@functools.cache
+def get_space(scope: str = "core") -> ParameterSpace:
+    """The (cached) space of a named scope."""
+    return ParameterSpace(scope)

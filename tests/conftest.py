@@ -1,0 +1,16 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_PRESETS = REPO.parent / "shared" / "real-presets"
+
+
+@pytest.fixture(scope="session")
+def real_presets() -> list[Path]:
+    paths = sorted(REAL_PRESETS.glob("*.vital"))
+    assert paths, f"the real presets are expected at {REAL_PRESETS}"
+    return paths

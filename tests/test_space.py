@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+
+from synth import Patch, SpaceError, get_space, import_preset, load_preset
+from synth.controls import discover_controls
+from synth.scales import Warp
+from synth.scopes import never_learned_reason
+
+
+def test_discovers_every_vita_control():
+    controls = discover_controls()
+    assert len(controls) == 772
+    c = controls["filter_1_cutoff"]
+    assert (c.min, c.max, c.module, c.scale, c.discrete) == (8.0, 136.0, "filter_1", "linear",
+                                                             False)
+    assert controls["filter_1_model"].options[:2] == ("Analog", "Dirty")
+    assert controls["env_1_attack"].units == "secs"
+
+
+def test_scopes_and_never_learned_controls():
+    core, full = get_space("core"), get_space("full")
+    assert set(core.index) < set(full.index)
+    assert sum(1 for n in discover_controls() if n.startswith("modulation_")) == 320
+    for name in ("modulation_7_amount", "osc_1_view_2d", "bypass", "mod_wheel", "polyphony"):
+        assert never_learned_reason(name)
+        assert name not in full.index
+    # every learnable control is in full, plus the routes
+    learnable = [n for n in discover_controls() if never_learned_reason(n) is None]
+    assert len(full.params) == len(learnable) + len(full.routes)
+    assert {"osc_1_wave_frame", "filter_1_cutoff", "env_2_decay", "volume",
+            "mod_env_2_to_filter_1_cutoff", "mod_lfo_1_to_osc_1_wave_frame"} <= set(core.index)
+    assert "reverb_dry_wet" not in core.index and "reverb_dry_wet" in full.index
+
+
+def test_mapping_follows_hearing():
+    space = get_space("full")
+    warps = {p.name: p.warp for p in space.continuous}
+    assert warps["volume"] == Warp.DECIBEL
+    assert warps["lfo_1_delay_time"] == Warp.LOG_TIME
+    assert warps["filter_1_cutoff"] == Warp.LINEAR
+    # volume: half way in the unit interval is half way in decibels (-80 .. +6 dB)
+    i = [p.name for p in space.continuous].index("volume")
+    unit = np.full(len(space.continuous), 0.5)
+    raw = space.unit_map.to_raw(unit)[i]
+    p = space.continuous[i]
+    lo_db, hi_db = np.sqrt(p.lo) - 80, np.sqrt(p.hi) - 80
+    assert np.sqrt(raw) - 80 == pytest.approx((lo_db + hi_db) / 2, abs=1e-3)
+    # log time: 10 ms sits far above 1 % of the way to 4 s
+    j = [q.name for q in space.continuous].index("lfo_1_delay_time")
+    raw = np.array([q.default for q in space.continuous])
+    raw[j] = 0.01
+    assert space.unit_map.to_unit(raw)[j] > 0.1
+
+
+def _float32_grid(lo: float, hi: float, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Random float32 values in range, the range's ends and their neighbours, and
+    values spread over every binade near zero (where float precision is finest)."""
+    vals = rng.uniform(lo, hi, n).astype(np.float32).astype(np.float64)
+    edge = np.array([lo, hi, np.nextafter(np.float32(lo), np.float32(hi)),
+                     np.nextafter(np.float32(hi), np.float32(lo))], dtype=np.float64)
+    tiny = np.float32(2.0) ** -np.arange(0, 150, 3, dtype=np.float32) * (hi - lo)
+    tiny = np.concatenate([tiny, -tiny]).astype(np.float32).astype(np.float64)
+    return np.clip(np.concatenate([edge, vals, tiny]), lo, hi)
+
+
+def test_round_trip_is_exact_for_every_control_in_full(real_presets):
+    space = get_space("full")
+    rng = np.random.default_rng(0)
+    columns = [_float32_grid(p.lo, p.hi, rng, 500) for p in space.continuous]
+    raw = space.unit_map.canonical(np.stack(columns, axis=1))  # (N, C): a column a control
+    unit = space.unit_map.to_unit(raw)
+    assert np.all((unit >= 0) & (unit <= 1))
+    back = space.unit_map.to_raw(unit)
+    mismatch = np.argwhere(back != raw)
+    assert mismatch.size == 0, [(space.continuous[j].name, raw[i, j], back[i, j])
+                                for i, j in mismatch[:5]]
+    # discrete controls: every option
+    for p in space.categorical:
+        for k in range(p.num_classes):
+            values = {p.name: p.lo + k}
+            patch = space.patch_from_raw(values)
+            assert space.raw_from_patch(patch)[p.name] == p.lo + k
+    # and the values real presets hold
+    for path in real_presets:
+        preset = load_preset(path)
+        patch = import_preset(preset, space)
+        back = space.raw_from_patch(patch)
+        for name, value in back.items():
+            if name in preset.settings:
+                assert value == preset.settings[name], (path.name, name)
+
+
+def test_space_id_is_stable_and_checked():
+    core = get_space("core")
+    assert core.id.startswith("core-") and core.id == type(core)("core").id
+    assert core.id != get_space("full").id
+    core.check_id(core.id, "dataset")
+    with pytest.raises(SpaceError, match="made in parameter space 'full-"):
+        core.check_id(get_space("full").id, "checkpoint")
+
+
+def test_out_of_range_values_are_refused_by_name():
+    space = get_space("core")
+    with pytest.raises(SpaceError, match=r"filter_1_cutoff = 500.0 is outside its range"):
+        space.patch_from_raw({"filter_1_cutoff": 500.0})
+    with pytest.raises(SpaceError, match="osc_1_unison_voices = 2.5 is not one of"):
+        space.patch_from_raw({"osc_1_unison_voices": 2.5})
+    good = space.default_patch()
+    cont = good.continuous.copy()
+    cont[3] = 1.3
+    with pytest.raises(SpaceError, match=rf"{space.continuous[3].name}: unit value 1.3"):
+        space.raw_from_patch(Patch(cont, good.categorical))
+    cat = good.categorical.copy()
+    cat[0] = 99
+    with pytest.raises(SpaceError, match=rf"{space.categorical[0].name}: class 99"):
+        space.raw_from_patch(Patch(good.continuous, cat))
+    with pytest.raises(SpaceError, match="unknown scope 'nope'"):
+        get_space("nope")
