@@ -178,23 +178,33 @@ AUDIBILITY_RULES: tuple[Rule, ...] = (_oscillators, _filters, _amp_envelope, _ro
 class Sampler:
     """Draws :class:`Sample` objects; ``sample(i)`` depends only on the config and ``i``."""
 
-    def __init__(self, config: SamplerConfig | None = None):
+    def __init__(self, config: SamplerConfig | None = None,
+                 seed_presets: list[Preset] | None = None):
+        """``seed_presets``, when given, are the already loaded ``config.seed_presets``
+        (for workers that cannot see the driver's files)."""
         self.config = config or SamplerConfig()
         self.space = get_space(self.config.scope)
-        self.seed_presets: list[Preset] = [load_preset(p) for p in self.config.seed_presets]
+        if seed_presets is None:
+            seed_presets = [load_preset(p) for p in self.config.seed_presets]
+        if len(seed_presets) != len(self.config.seed_presets):
+            raise ValueError(f"{len(seed_presets)} seed presets given for "
+                             f"{len(self.config.seed_presets)} paths in the config")
+        self.seed_presets: list[Preset] = list(seed_presets)
         names = [p.name for p in self.seed_presets]
         if len(set(names)) != len(names) or BASE_NAME in names:
             raise ValueError(f"seed preset names must be unique and not {BASE_NAME!r}: {names}")
         self._seed_patches = [import_preset(p, self.space) for p in self.seed_presets]
 
-    def _rng(self, index: int) -> np.random.Generator:
-        if index < 0:
-            raise ValueError(f"sample index {index} is negative")
-        return np.random.default_rng([_STREAM, self.config.seed, index])
+    def _rng(self, index: int, attempt: int) -> np.random.Generator:
+        if index < 0 or attempt < 0:
+            raise ValueError(f"sample index {index} and attempt {attempt} must be >= 0")
+        key = [_STREAM, self.config.seed, index] + ([attempt] if attempt else [])
+        return np.random.default_rng(key)
 
-    def sample(self, index: int) -> Sample:
+    def sample(self, index: int, attempt: int = 0) -> Sample:
+        """Sample ``index``; ``attempt`` > 0 draws its deterministic replacements."""
         cfg = self.config
-        rng = self._rng(index)
+        rng = self._rng(index, attempt)
         note = int(rng.integers(cfg.note_min, cfg.note_max + 1))
         if rng.random() < cfg.perturb_fraction:
             k = int(rng.integers(len(self.seed_presets)))

@@ -1,0 +1,1 @@
+"""The Ray stages of synthmatch: dataset generation (Ray Data) and, later, training."""

@@ -1,0 +1,433 @@
+"""Generate a training set: Ray Data renders sampled Vital presets into Parquet.
+
+    sample ids -> SampleRenderer (actor pool, one vita.Synth per actor) -> write_parquet
+
+Deterministic: row ``id`` is a pure function of the arguments and ``id`` (its
+audio equal within vita's render noise). Resumable: files already written are
+kept and only the missing ids are rendered; partial files of an interrupted run
+are removed. ``manifest.json`` is written last. See ``distributed/dataset.py``
+for the format.
+
+    python -m distributed.generate --num-samples 2000 --out data/core-2k
+    python -m distributed.generate --verify data/core-2k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import threading
+import time
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from distributed import dataset as fmt
+from distributed.storage import Location, exists, read_bytes, resolve, sha256_of, write_atomic
+from synth.audio import encode_flac
+from synth.base import base_preset
+from synth.config import ConfigError, from_dict, require
+from synth.preset import PresetError, load_preset, parse_preset
+from synth.render import RenderConfig, Renderer, RenderError
+from synth.sampling import Sampler, SamplerConfig
+
+log = logging.getLogger("distributed.generate")
+
+
+class GenerateError(RuntimeError):
+    """A generate job that cannot go on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """A generate job. ``sampler``, ``render``, ``num_samples`` and ``max_attempts`` define
+    the rows; the rest only how they are produced."""
+
+    num_samples: int
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    max_attempts: int = 8  # draws per id before a row is kept as invalid
+    rows_per_file: int = 500
+    block_rows: int = 50  # ids per Ray Data input block: the unit of scheduling
+    batch_size: int = 10  # ids per call of the renderer
+    num_actors: int | None = None  # default: the cluster's CPUs less one
+
+    def __post_init__(self):
+        require(self.num_samples >= 1, "num_samples", self.num_samples, "a whole number >= 1")
+        require(1 <= self.max_attempts <= 100, "max_attempts", self.max_attempts, "1..100")
+        require(self.rows_per_file >= 1, "rows_per_file", self.rows_per_file, ">= 1")
+        require(self.block_rows >= 1, "block_rows", self.block_rows, ">= 1")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        require(self.num_actors is None or self.num_actors >= 1, "num_actors", self.num_actors,
+                ">= 1, or unset for the cluster's CPUs less one")
+
+    def job(self) -> dict:
+        """What makes the rows: a resumed run must match it exactly."""
+        return {"num_samples": self.num_samples, "sampler": self.sampler.to_dict(),
+                "render": self.render.to_dict(), "max_attempts": self.max_attempts,
+                "format_version": fmt.FORMAT_VERSION}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GenerateConfig:
+        data = dict(data)
+        sampler = from_dict(SamplerConfig, data.pop("sampler", {}), "sampler")
+        render = from_dict(RenderConfig, data.pop("render", {}), "render")
+        return from_dict(cls, {**data, "sampler": sampler, "render": render}, "generate config")
+
+
+def load_config_file(path: Path) -> dict:
+    """A JSON or TOML file with GenerateConfig keys and ``[sampler]``/``[render]`` sections."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix[1:].upper() or 'JSON'} ({exc})") \
+            from None
+
+
+def _dbfs(x: float) -> float:
+    return 20.0 * math.log10(max(x, 1e-10))
+
+
+class SampleRenderer:
+    """Ray Data callable class: a batch of ids -> a batch of rendered rows.
+
+    Builds its ``Sampler`` and ``Renderer`` (one ``vita.Synth``) once per actor.
+    A draw that renders silent, clipping or non-finite, or fails to render, is
+    replaced by the next deterministic draw of the same id (``attempt`` 1, 2, ...).
+    """
+
+    def __init__(self, sampler: dict, seeds: list[tuple[str, str]], render: dict,
+                 max_attempts: int, progress=None):
+        self.progress = progress
+        presets = [parse_preset(text, source=name, name=name) for name, text in seeds]
+        self.sampler = Sampler(SamplerConfig(**sampler), seed_presets=presets)
+        self.renderer = Renderer(self.sampler.space, RenderConfig(**render), bases=presets)
+        self.max_attempts = max_attempts
+
+    def _row(self, sample_id: int) -> dict:
+        cfg = self.renderer.config
+        rejections: list[str] = []
+        result = None
+        start = time.perf_counter()
+        for attempt in range(self.max_attempts):
+            s = self.sampler.sample(sample_id, attempt)
+            try:
+                result = self.renderer.render(s.patch, s.note, base=s.base, velocity=s.velocity)
+            except RenderError as exc:
+                log.warning("id %d, draw %d failed to render: %s", sample_id, attempt, exc)
+                result = None
+                rejections.append("error")
+                continue
+            if result.valid:
+                break
+            rejections.append(result.reason)
+        valid = result is not None and result.valid
+        if not valid:
+            log.warning("id %d: all %d draws rejected (%s); kept as invalid", sample_id,
+                        self.max_attempts, ";".join(rejections))
+        audio = result.audio if result is not None else np.zeros(cfg.num_samples, np.float32)
+        return {
+            "id": sample_id, "continuous": s.patch.continuous.astype(np.float32),
+            "categorical": s.patch.categorical.astype(np.int16), "note": s.note,
+            "velocity": s.velocity, "base": s.base, "strategy": s.strategy,
+            "attempts": attempt + 1, "rejections": ";".join(rejections), "valid": valid,
+            "audio": encode_flac(audio, cfg.sample_rate), "num_frames": len(audio),
+            "peak_dbfs": _dbfs(result.peak if result else 0.0),
+            "rms_dbfs": _dbfs(result.rms if result else 0.0),
+            "render_ms": 1000.0 * (time.perf_counter() - start),
+        }
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = [self._row(int(i)) for i in batch["id"]]
+        if self.progress is not None:
+            self.progress.add.remote(len(rows))
+        out = {}
+        for key in rows[0]:
+            values = [r[key] for r in rows]
+            if key in ("continuous", "categorical"):
+                out[key] = np.stack(values)
+            elif key in ("base", "strategy", "rejections", "audio"):
+                out[key] = np.array(values, dtype=object)
+            else:
+                out[key] = np.array(values)
+        for key, dtype in (("note", np.int16), ("velocity", np.float32), ("attempts", np.int16),
+                           ("num_frames", np.int32), ("peak_dbfs", np.float32),
+                           ("rms_dbfs", np.float32), ("render_ms", np.float32)):
+            out[key] = out[key].astype(dtype)
+        return out
+
+
+class _Progress:
+    """A Ray actor counting rendered rows, so the driver can report rate and time left."""
+
+    def __init__(self):
+        self.rows = 0
+
+    def add(self, n: int) -> None:
+        self.rows += n
+
+    def get(self) -> int:
+        return self.rows
+
+
+class _Reporter:
+    """Logs renders/s and time left every ``interval`` seconds while a job runs."""
+
+    def __init__(self, counter, total: int, interval: float = 15.0):
+        self.counter, self.total, self.interval = counter, total, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import ray
+
+        start = time.perf_counter()
+        while not self._stop.wait(self.interval):
+            done = ray.get(self.counter.get.remote())
+            rate = done / (time.perf_counter() - start)
+            left = (self.total - done) / rate if rate > 0 else float("inf")
+            log.info("rendered %d/%d (%.1f renders/s, about %s left)", done, self.total, rate,
+                     f"{left:.0f} s" if math.isfinite(left) else "? s")
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def _check_job(loc: Location, config: GenerateConfig) -> None:
+    path = loc.join(fmt.JOB_FILE)
+    job = json.loads(json.dumps(config.job()))  # as it reads back (tuples become lists)
+    if exists(loc.fs, path):
+        recorded = json.loads(read_bytes(loc.fs, path))
+        if recorded != job:
+            changed = sorted(k for k in set(job) | set(recorded) if job.get(k) != recorded.get(k))
+            raise GenerateError(
+                f"{loc.uri} holds a dataset generated with other arguments ({', '.join(changed)} "
+                "differ); resume it with the same arguments, or choose another --out")
+    else:
+        write_atomic(loc.fs, path, json.dumps(job, indent=2).encode())
+
+
+def _existing_ids(loc: Location) -> np.ndarray:
+    """Ids already on disk; removes unreadable files left by an interrupted run."""
+    ids = []
+    for path in fmt.data_files(loc):
+        scan = fmt.scan_file(loc, path)
+        if scan.error:
+            log.warning("removing %s: %s (left by an interrupted run)", scan.name, scan.error)
+            loc.fs.delete_file(path)
+        else:
+            ids.append(scan.ids)
+    return np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+
+
+def _file_metadata(config: GenerateConfig, sampler: Sampler) -> dict:
+    space = sampler.space
+    return {
+        "format": fmt.FORMAT, "format_version": fmt.FORMAT_VERSION,
+        "space_id": space.id, "space": space.definition(),
+        "continuous": [p.name for p in space.continuous],
+        "categorical": [p.name for p in space.categorical],
+        "render": config.render.to_dict(), "sampler": config.sampler.to_dict(),
+        "bases": {p.name: p.digest for p in [base_preset(), *sampler.seed_presets]},
+        "versions": fmt.package_versions(),
+    }
+
+
+def _render_missing(loc: Location, config: GenerateConfig, sampler: Sampler,
+                    missing: np.ndarray) -> None:
+    import pyarrow as pa
+    import ray
+
+    from distributed.cluster import cluster_cpus
+
+    num_blocks = max(1, math.ceil(len(missing) / config.block_rows))
+    actors = min(config.num_actors or max(1, cluster_cpus() - 1), num_blocks)
+    seeds = [(p.name, p.to_json()) for p in sampler.seed_presets]
+    log.info("rendering %d samples with %d renderer actors into %s", len(missing), actors,
+             loc.uri)
+    progress = ray.remote(num_cpus=0)(_Progress).remote()
+    ids = ray.data.from_arrow([pa.table({"id": chunk})
+                               for chunk in np.array_split(missing, num_blocks)])
+    rows = ids.map_batches(
+        SampleRenderer,
+        fn_constructor_kwargs={"sampler": config.sampler.to_dict(), "seeds": seeds,
+                               "render": config.render.to_dict(),
+                               "max_attempts": config.max_attempts, "progress": progress},
+        batch_size=config.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=1,
+    )
+    with _Reporter(progress, len(missing)):
+        rows.write_parquet(
+            loc.join(fmt.DATA_DIR), filesystem=loc.fs,
+            schema=fmt.schema(sampler.space, _file_metadata(config, sampler)),
+            min_rows_per_file=config.rows_per_file, compression="zstd",
+        )
+    ray.kill(progress)
+
+
+def _finalize(loc: Location, config: GenerateConfig, sampler: Sampler, seconds: float,
+              rendered: int) -> dict:
+    """Check what is on disk, then write the manifest (last, atomically)."""
+    import pyarrow.parquet as pq
+
+    files, seen = [], np.zeros(config.num_samples, dtype=np.int32)
+    reasons: Counter[str] = Counter()
+    valid = 0
+    for path in fmt.data_files(loc):
+        with loc.fs.open_input_file(path) as f:
+            table = pq.read_table(f, columns=["id", "rejections", "valid"])
+        ids = table.column("id").to_numpy()
+        if np.any(seen[ids]):
+            raise GenerateError(f"{path}: holds ids already in another file; delete the "
+                                "dataset's data/ folder and run again")
+        seen[ids] += 1
+        valid += int(np.sum(table.column("valid").to_numpy(zero_copy_only=False)))
+        for text in table.column("rejections").to_pylist():
+            reasons.update(r for r in text.split(";") if r)
+        files.append({"name": path.rsplit("/", 1)[-1], "rows": len(ids),
+                      "min_id": int(ids.min()), "max_id": int(ids.max()),
+                      "bytes": loc.fs.get_file_info(path).size,
+                      "sha256": sha256_of(loc.fs, path)})
+    missing = np.flatnonzero(seen == 0)
+    if missing.size:
+        raise GenerateError(f"{missing.size} ids were not written (e.g. {missing[:5].tolist()}); "
+                            "run the same command again to resume")
+    total_bytes = sum(f["bytes"] for f in files)
+    manifest = {
+        "format": fmt.FORMAT, "version": fmt.FORMAT_VERSION,
+        "space_id": sampler.space.id, "num_samples": config.num_samples,
+        "id_range": [0, config.num_samples], "rows": int(seen.sum()), "valid_rows": valid,
+        "rejected_draws": dict(reasons), "files": files, "bytes": total_bytes,
+        "bytes_per_sample": round(total_bytes / config.num_samples, 1),
+        "config": {**config.job(), "rows_per_file": config.rows_per_file},
+        "versions": fmt.package_versions(),
+        "timings": {"last_run_seconds": round(seconds, 2), "last_run_rendered": rendered,
+                    "last_run_renders_per_s": round(rendered / seconds, 2) if seconds else None},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_atomic(loc.fs, loc.join(fmt.MANIFEST), json.dumps(manifest, indent=2).encode())
+    return manifest
+
+
+def generate(config: GenerateConfig, out: str) -> dict:
+    """Run (or resume) a generate job into ``out``; returns the manifest.
+
+    Needs Ray initialised (see ``distributed.cluster.init_ray``).
+    """
+    loc = resolve(out)
+    sampler = Sampler(config.sampler)
+    _check_job(loc, config)
+    if exists(loc.fs, loc.join(fmt.MANIFEST)):
+        log.info("%s is complete already (manifest.json present)", loc.uri)
+        return fmt.load_manifest(loc)
+    start = time.perf_counter()
+    present = _existing_ids(loc)
+    missing = np.setdiff1d(np.arange(config.num_samples, dtype=np.int64), present)
+    if present.size:
+        log.info("resuming: %d of %d samples already written", present.size, config.num_samples)
+    if missing.size:
+        _render_missing(loc, config, sampler, missing)
+    seconds = time.perf_counter() - start
+    manifest = _finalize(loc, config, sampler, seconds, int(missing.size))
+    log.info("wrote %d samples (%d rendered now) in %.1f s: %.1f renders/s, %.1f KB per sample",
+             manifest["rows"], missing.size, seconds, missing.size / max(seconds, 1e-9),
+             manifest["bytes_per_sample"] / 1e3)
+    return manifest
+
+
+def get_parser() -> argparse.ArgumentParser:
+    d, s = GenerateConfig(num_samples=1), SamplerConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m distributed.generate",
+        description="Render sampled Vital presets into a Parquet dataset with Ray Data "
+                    "(resumable; run the same command again to finish an interrupted job).")
+    p.add_argument("--num-samples", type=int, help="how many samples (ids 0..N-1)")
+    p.add_argument("--out", help="dataset folder: a local path or a URI such as s3://bucket/ds")
+    p.add_argument("--verify", metavar="PATH", help="check a dataset against its manifest "
+                                                    "and exit (non-zero if anything is wrong)")
+    p.add_argument("--scope", help=f"parameter scope (default {s.scope})")
+    p.add_argument("--seed", type=int, help=f"sampler seed (default {s.seed})")
+    p.add_argument("--seed-presets", type=Path,
+                   help="folder of .vital presets to perturb (for example ../shared/real-presets)")
+    p.add_argument("--perturb-fraction", type=float,
+                   help="share of samples perturbed from seed presets (default 0)")
+    p.add_argument("--config", type=Path, help="JSON or TOML file with GenerateConfig keys and "
+                                               "[sampler] / [render] sections")
+    p.add_argument("--rows-per-file", type=int, help=f"default {d.rows_per_file}")
+    p.add_argument("--actors", type=int, help="renderer actors (default: cluster CPUs less one)")
+    p.add_argument("--batch-size", type=int, help=f"ids per renderer call (default "
+                                                  f"{d.batch_size})")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local "
+                                     "Ray started in-process)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> GenerateConfig:
+    data = load_config_file(args.config) if args.config else {}
+    sampler = dict(data.pop("sampler", {}))
+    if args.num_samples is not None:
+        data["num_samples"] = args.num_samples
+    for key, value in (("rows_per_file", args.rows_per_file), ("num_actors", args.actors),
+                       ("batch_size", args.batch_size)):
+        if value is not None:
+            data[key] = value
+    for key, value in (("scope", args.scope), ("seed", args.seed),
+                       ("perturb_fraction", args.perturb_fraction)):
+        if value is not None:
+            sampler[key] = value
+    if args.seed_presets is not None:
+        paths = sorted(args.seed_presets.glob("*.vital"))
+        if not paths:
+            raise ConfigError(f"{args.seed_presets}: no .vital presets to use as seeds")
+        sampler["seed_presets"] = [str(p.resolve()) for p in paths]
+        for path in paths:  # fail on a bad seed now, not in every actor
+            load_preset(path)
+    if "num_samples" not in data:
+        raise ConfigError("--num-samples is required (or num_samples in --config)")
+    return GenerateConfig.from_dict({**data, "sampler": sampler})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.verify:
+            problems = fmt.verify(resolve(args.verify))
+            for problem in problems:
+                print(f"FAIL {problem}")
+            print("OK" if not problems else f"{len(problems)} problem(s) in {args.verify}")
+            return 1 if problems else 0
+        if not args.out:
+            raise ConfigError("--out is required (a folder or a URI)")
+        config = config_from_args(args)
+        from distributed.cluster import init_ray
+
+        init_ray(args.address)
+        generate(config, args.out)
+        return 0
+    except (ConfigError, GenerateError, PresetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The generate stage on a real local Ray: real renders, real Parquet, a real S3 server."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from distributed import dataset as fmt
+from distributed.generate import GenerateConfig, GenerateError, generate, load_config_file
+from distributed.storage import resolve
+from synth import RenderConfig, Renderer, Sampler, SamplerConfig
+from synth.audio import decode_flac, log_mel_distance
+from synth.config import ConfigError
+
+SR = 44100
+SHORT = RenderConfig(note_dur=0.5, render_dur=0.75)  # keeps CI quick; defaults are 1.5/2 s
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    # More logical CPUs than the 2 cores: actors + read/write tasks must not starve.
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().execution_no_progress_timeout_s = 120
+    yield ray
+    ray.shutdown()
+
+
+def _cfg(n, **kw):
+    render = kw.pop("render", SHORT)
+    return GenerateConfig(num_samples=n, render=render, **kw)
+
+
+def _table(path):
+    files = fmt.data_files(resolve(str(path)))
+    return pq.read_table(files).sort_by("id")
+
+
+def test_small_dataset_end_to_end(ray_local, tmp_path):
+    out = tmp_path / "ds"
+    manifest = generate(_cfg(24, rows_per_file=8, num_actors=2, block_rows=6), str(out))
+    assert manifest["rows"] == 24 and manifest["valid_rows"] == 24
+    assert fmt.verify(resolve(str(out))) == []
+    assert json.loads((out / "manifest.json").read_text())["num_samples"] == 24
+
+    table = _table(out)
+    space = Sampler(SamplerConfig()).space
+    assert table.column("id").to_pylist() == list(range(24))
+    assert str(table.schema.field("continuous").type) == \
+        f"fixed_size_list<element: float>[{len(space.continuous)}]"
+    meta = fmt.read_file_metadata(resolve(str(out)), fmt.data_files(resolve(str(out)))[0])
+    assert meta["space_id"] == space.id and meta["render"]["render_dur"] == 0.75
+    assert meta["continuous"] == [p.name for p in space.continuous]
+    assert manifest["bytes_per_sample"] < 120_000 * 0.75 / 2.0 * 1.2  # scaled to 0.75 s renders
+
+    # rows are the sampler's draws, and the audio is their render
+    sampler, renderer = Sampler(SamplerConfig()), Renderer(space, SHORT)
+    for row in table.slice(0, 3).to_pylist():
+        s = sampler.sample(row["id"], row["attempts"] - 1)
+        np.testing.assert_array_equal(np.array(row["continuous"], np.float32),
+                                      s.patch.continuous.astype(np.float32))
+        assert row["note"] == s.note and row["base"] == s.base
+        audio, sr = decode_flac(row["audio"])
+        assert sr == SR and len(audio) == row["num_frames"] == SHORT.num_samples
+        again = [renderer.render(s.patch, s.note).audio for _ in range(2)]
+        floor = log_mel_distance(again[0], again[1], SR)
+        assert log_mel_distance(audio, again[0], SR) <= 1.5 * floor + 0.1
+
+
+def test_same_rows_whatever_the_blocks_and_actors(ray_local, tmp_path):
+    a = generate(_cfg(16, num_actors=1, block_rows=3, batch_size=2, rows_per_file=4),
+                 str(tmp_path / "a"))
+    b = generate(_cfg(16, num_actors=2, block_rows=8, batch_size=5, rows_per_file=16),
+                 str(tmp_path / "b"))
+    assert len(a["files"]) > len(b["files"])
+    ta, tb = _table(tmp_path / "a"), _table(tmp_path / "b")
+    for col in ("id", "continuous", "categorical", "note", "velocity", "base", "attempts"):
+        assert ta.column(col).equals(tb.column(col)), col
+    same = [log_mel_distance(decode_flac(x)[0], decode_flac(y)[0], SR)
+            for x, y in zip(ta.column("audio").to_pylist(), tb.column("audio").to_pylist(),
+                            strict=True)]
+    other = [log_mel_distance(decode_flac(x)[0], decode_flac(y)[0], SR)
+             for x, y in zip(ta.column("audio").to_pylist(), tb.column("audio").to_pylist()[1:],
+                             strict=False)]
+    assert np.median(same) < 0.5 * np.median(other)
+
+
+def test_resume_renders_only_what_is_missing(ray_local, tmp_path):
+    out = tmp_path / "ds"
+    cfg = _cfg(20, rows_per_file=5, block_rows=5, num_actors=2)
+    generate(cfg, str(out))
+    files = sorted((out / "data").glob("*.parquet"))
+    # an interrupted run: no manifest, one file never written, one cut short
+    (out / "manifest.json").unlink()
+    lost = pq.read_table(files[0]).num_rows
+    files[0].unlink()
+    cut = files[1].read_bytes()
+    lost += pq.read_table(files[1]).num_rows
+    files[1].write_bytes(cut[: len(cut) // 3])
+    manifest = generate(cfg, str(out))
+    assert manifest["timings"]["last_run_rendered"] == lost
+    assert manifest["rows"] == 20 and fmt.verify(resolve(str(out))) == []
+    # other arguments on the same folder are refused
+    with pytest.raises(GenerateError, match="other arguments .*num_samples"):
+        generate(_cfg(21, rows_per_file=5), str(out))
+
+
+def test_killed_job_resumes_from_the_command_line(ray_local, tmp_path):
+    out = tmp_path / "ds"
+    address = ray_local.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-m", "distributed.generate", "--num-samples", "40", "--out",
+           str(out), "--rows-per-file", "4", "--address", address, "--actors", "2",
+           "--config", str(tmp_path / "c.json")]
+    (tmp_path / "c.json").write_text(json.dumps({"block_rows": 4, "render": SHORT.to_dict()}))
+    job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "data").glob("*.parquet"))) < 2:
+        time.sleep(0.2)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    assert not (out / "manifest.json").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming:" in done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["timings"]["last_run_rendered"] < 40
+    verify = subprocess.run([sys.executable, "-m", "distributed.generate", "--verify", str(out)],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stdout.strip() == "OK"
+
+
+def _renderer_pids() -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if b"SampleRenderer" in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_killed_worker_loses_and_duplicates_nothing(ray_local, tmp_path):
+    out = tmp_path / "ds"
+    killed = []
+
+    def kill_one_renderer():
+        deadline = time.time() + 60
+        while time.time() < deadline and not killed:
+            pids = _renderer_pids()
+            if pids and len(list((out / "data").glob("*.parquet"))) >= 1:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_renderer)
+    killer.start()
+    manifest = generate(_cfg(60, rows_per_file=4, block_rows=4, batch_size=2, num_actors=2),
+                        str(out))
+    killer.join()
+    assert killed, "no renderer actor was found to kill"
+    assert manifest["rows"] == 60 and fmt.verify(resolve(str(out))) == []
+
+
+def test_verify_names_a_deleted_and_a_corrupted_file(ray_local, tmp_path):
+    out = tmp_path / "ds"
+    generate(_cfg(12, rows_per_file=2, block_rows=2, batch_size=2), str(out))
+    files = sorted((out / "data").glob("*.parquet"))
+    assert len(files) >= 2
+    files[0].unlink()
+    data = bytearray(files[1].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    files[1].write_bytes(bytes(data))
+    problems = fmt.verify(resolve(str(out)))
+    assert f"data/{files[0].name}: missing" in problems
+    assert any(p.startswith(f"data/{files[1].name}: checksum mismatch") for p in problems)
+    cli = subprocess.run([sys.executable, "-m", "distributed.generate", "--verify", str(out)],
+                         capture_output=True, text=True)
+    assert cli.returncode == 1 and f"FAIL data/{files[0].name}: missing" in cli.stdout
+
+
+def test_rejected_draws_are_counted_and_replaced(ray_local, tmp_path):
+    # A strict silence threshold turns quiet draws into rejections.
+    strict = RenderConfig(note_dur=0.5, render_dur=0.75, silence_dbfs=-20.0)
+    manifest = generate(_cfg(16, render=strict, rows_per_file=8, max_attempts=20),
+                        str(tmp_path / "ds"))
+    table = _table(tmp_path / "ds")
+    assert manifest["rejected_draws"].get("silent", 0) > 0
+    assert manifest["rejected_draws"]["silent"] == sum(
+        r.count("silent") for r in table.column("rejections").to_pylist())
+    assert table.column("valid").to_pylist() == [True] * 16
+    assert max(table.column("attempts").to_pylist()) > 1
+    assert min(table.column("peak_dbfs").to_pylist()) > -20.0
+
+
+def test_s3_round_trip(ray_local, tmp_path):
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
+                     aws_access_key_id="test", aws_secret_access_key="test",
+                     ).create_bucket(Bucket="synthmatch")
+        uri = (f"s3://test:test@synthmatch/datasets/tiny?endpoint_override={host}:{port}"
+               "&scheme=http&region=us-east-1")
+        manifest = generate(_cfg(8, rows_per_file=4, block_rows=4), uri)
+        loc = resolve(uri)
+        assert manifest["rows"] == 8 and fmt.verify(loc) == []
+        assert len(fmt.data_files(loc)) == len(manifest["files"])
+        # resuming a finished remote dataset renders nothing
+        assert generate(_cfg(8, rows_per_file=4, block_rows=4), uri)["created"] == \
+            manifest["created"]
+    finally:
+        server.stop()
+
+
+def test_bad_config_is_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match="rows_per_file = 0"):
+        GenerateConfig(num_samples=4, rows_per_file=0)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['colour'\]"):
+        GenerateConfig.from_dict({"num_samples": 4, "colour": "red"})
+    with pytest.raises(ConfigError, match=r"sampler: unknown key\(s\) \['sead'\]"):
+        GenerateConfig.from_dict({"num_samples": 4, "sampler": {"sead": 1}})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("num_samples = [")
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+        load_config_file(bad)
+    cli = subprocess.run([sys.executable, "-m", "distributed.generate", "--out", str(tmp_path),
+                          "--num-samples", "0"], capture_output=True, text=True)
+    assert cli.returncode == 2 and "num_samples = 0 is not allowed" in cli.stderr
