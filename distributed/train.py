@@ -1,0 +1,466 @@
+"""Train the matching model with Ray Train (PyTorch DDP), streaming the Parquet dataset.
+
+    python -m distributed.train --data data/core-2k --out runs/core --workers 2 \
+        --batch-size 32 --grad-accum 2 --epochs 20
+
+One plain ``train_func(config)`` runs on every worker (Tune reuses it): Ray
+Data streams each worker its shard (decoded from FLAC in Ray tasks, never on
+the driver), the loss is accumulated over ``grad_accum`` micro-batches with
+gradients synchronised only on the last, every epoch ends with validation, a
+checkpoint through ``ray.train.report`` and a W&B / ``metrics.jsonl`` log line.
+Run the same command again on the same ``--out`` and training resumes from
+the latest checkpoint; a crashed worker is restarted from it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distributed import dataset as fmt
+from distributed.storage import resolve
+from model.checkpoint import FILENAME, save_checkpoint, unwrap
+from model.data import COLUMNS, decode_batch
+from model.features import FeatureConfig
+from model.loss import LossConfig, MatchLoss, Targets
+from model.metrics import ParamMetrics, audio_distances, predictions
+from model.network import MatchNet, ModelConfig
+from synth.config import ConfigError, from_dict, require
+from synth.render import RenderConfig
+from synth.space import get_space
+
+log = logging.getLogger("distributed.train")
+STATE = "state.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str
+    out: str
+    workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    batch_size: int = 32  # global: examples per optimizer step, over all workers
+    grad_accum: int = 1  # micro-batches per step on each worker
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    val_fraction: float = 0.1
+    patience: int = 5  # epochs without a better validation loss before stopping
+    audio_eval_presets: int = 8  # validation presets re-rendered each epoch
+    shuffle_buffer: int = 256
+    max_failures: int = 2
+    seed: int = 0
+    wandb: bool = True
+    wandb_project: str = "synthmatch"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self):
+        require(self.workers >= 1, "workers", self.workers, ">= 1")
+        require(self.grad_accum >= 1, "grad_accum", self.grad_accum, ">= 1")
+        require(self.batch_size >= 1 and self.batch_size % (self.workers * self.grad_accum) == 0,
+                "batch_size", self.batch_size,
+                f"a positive multiple of workers x grad_accum ({self.workers * self.grad_accum})")
+        require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
+        require(0 < self.lr < 1, "lr", self.lr, "0 < lr < 1")
+        require(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+        require(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "0 < f < 1")
+        require(self.patience >= 1, "patience", self.patience, ">= 1")
+        require(0 < self.cpus_per_worker <= 64, "cpus_per_worker", self.cpus_per_worker,
+                "0 < cpus <= 64")
+
+    @property
+    def micro_batch(self) -> int:
+        return self.batch_size // (self.workers * self.grad_accum)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        data = dict(data)
+        nested = {"model": ModelConfig, "features": FeatureConfig, "loss": LossConfig}
+        for key, typ in nested.items():
+            value = data.get(key, {})
+            data[key] = value if isinstance(value, typ) else from_dict(typ, value, key)
+        return from_dict(cls, data, "train config")
+
+
+# --- one optimizer step -------------------------------------------------------------
+
+@dataclass
+class Batch:
+    audio: torch.Tensor
+    target: Targets
+
+
+def to_batch(tensors: dict[str, torch.Tensor]) -> Batch:
+    return Batch(tensors["audio"], Targets(tensors["continuous"].float(),
+                                           tensors["categorical"].long(), tensors["note"].long()))
+
+
+def accumulation_step(model: torch.nn.Module, micro_batches: list[Batch], loss_fn: MatchLoss,
+                      optimizer: torch.optim.Optimizer, grad_clip: float = 0.0,
+                      autocast: contextlib.AbstractContextManager | None = None
+                      ) -> dict[str, float]:
+    """One optimizer step over ``len(micro_batches)`` micro-batches.
+
+    Each micro-batch's loss is divided by their number, so K micro-batches of B
+    examples give the gradient of one batch of K*B. Under DDP, gradients are
+    all-reduced only on the last micro-batch (``no_sync`` on the others).
+    """
+    k = len(micro_batches)
+    ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    optimizer.zero_grad(set_to_none=True)
+    totals: dict[str, float] = defaultdict(float)
+    for j, mb in enumerate(micro_batches):
+        sync = contextlib.nullcontext() if (not ddp or j == k - 1) else model.no_sync()
+        with sync:
+            with autocast or contextlib.nullcontext():
+                losses = loss_fn(model(mb.audio), mb.target)
+            (losses["loss/total"] / k).backward()
+        for key, value in losses.items():
+            totals[key] += float(value.detach()) / k
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return dict(totals)
+
+
+# --- the worker function ------------------------------------------------------------
+
+def _all_reduce_sum(values: np.ndarray) -> np.ndarray:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        t = torch.tensor(values, dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        return t.numpy()
+    return values
+
+
+def _wandb_run(cfg: TrainConfig, run_id: str):
+    if not cfg.wandb:
+        return None
+    import wandb
+
+    if not os.environ.get("WANDB_API_KEY"):
+        os.environ["WANDB_MODE"] = "offline"
+    return wandb.init(project=cfg.wandb_project, id=run_id, resume="allow", dir=cfg.out,
+                      config=cfg.to_dict(), reinit="finish_previous")
+
+
+def train_func(config: dict) -> None:
+    """Runs on every Ray Train worker. ``config``: a TrainConfig dict plus ``_meta``
+    (space scope and id, render config, importance weights) filled in by the driver."""
+    import ray.train
+    import ray.train.torch
+
+    meta = config["_meta"]
+    cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k != "_meta"})
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.seed + rank)
+    space = get_space(meta["scope"])
+    space.check_id(meta["space_id"], f"dataset {cfg.data}")
+
+    model = MatchNet(space, cfg.features, cfg.model)
+    start_epoch, best, bad_epochs = 0, math.inf, 0
+    optimizer_state = best_state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=False)
+            best_state = torch.load(Path(d) / "best.pt", map_location="cpu",
+                                    weights_only=False)["state_dict"]
+        model.load_state_dict(state["model"])
+        optimizer_state = state["optimizer"]
+        start_epoch, best, bad_epochs = state["epoch"] + 1, state["best"], state["bad_epochs"]
+    model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if optimizer_state:
+        optimizer.load_state_dict(optimizer_state)
+    importance = torch.tensor(meta["importance"]) if meta.get("importance") else None
+    layout = unwrap(model).layout
+    loss_fn = MatchLoss(layout, cfg.loss, importance)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    run = _wandb_run(cfg, meta["run_id"]) if rank == 0 else None
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    render_config = RenderConfig(**meta["render"])
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        sums: dict[str, float] = defaultdict(float)
+        steps = examples = 0
+        group: list[Batch] = []
+        batches = train_shard.iter_torch_batches(
+            batch_size=cfg.micro_batch, device=device, drop_last=True,
+            local_shuffle_buffer_size=cfg.shuffle_buffer or None,
+            local_shuffle_seed=cfg.seed + epoch)
+        for tensors in batches:
+            group.append(to_batch(tensors))
+            if len(group) == cfg.grad_accum:
+                for key, value in accumulation_step(model, group, loss_fn, optimizer,
+                                                    cfg.grad_clip, autocast).items():
+                    sums[key] += value
+                steps += 1
+                examples += cfg.micro_batch * len(group)
+                group = []
+        train_seconds = time.perf_counter() - t0
+        val = _validate(model, val_shard, loss_fn, layout, cfg, device, autocast,
+                        rank, render_config, space)
+        metrics = {f"train/{k.split('/', 1)[1]}": v / max(steps, 1) for k, v in sums.items()}
+        metrics.update(val)
+        metrics.update({"epoch": epoch, "train/steps": steps,
+                        "train/examples_per_s": world * examples / max(train_seconds, 1e-9),
+                        "epoch_seconds": time.perf_counter() - t0})
+        improved = val["val/loss"] < best
+        best, bad_epochs = (val["val/loss"], 0) if improved else (best, bad_epochs + 1)
+        if improved:
+            best_state = {k: v.detach().cpu().clone()
+                          for k, v in unwrap(model).state_dict().items()}
+        stop = bad_epochs >= cfg.patience
+        metrics.update({"val/best_loss": best, "early_stop": stop})
+        _report(model, optimizer, best_state, epoch, best, bad_epochs, metrics, cfg, space,
+                rank, run)
+        if stop:
+            break
+    if run is not None:
+        run.finish()
+
+
+def _validate(model, val_shard, loss_fn, layout, cfg, device, autocast, rank, render_config,
+              space) -> dict[str, float]:
+    from synth.render import Renderer
+
+    model.eval()
+    params = ParamMetrics(layout)
+    loss_sums = np.zeros(5)  # total, continuous, categorical, note, n
+    audio = defaultdict(float)
+    audio_n = 0
+    renderer = None
+    with torch.no_grad():
+        for tensors in val_shard.iter_torch_batches(batch_size=max(cfg.micro_batch, 8),
+                                                    device=device):
+            batch = to_batch(tensors)
+            with autocast:
+                out = model(batch.audio)
+            losses = loss_fn(out, batch.target)
+            n = len(batch.target.note)
+            loss_sums += np.array([float(losses[k]) * n for k in (
+                "loss/total", "loss/continuous", "loss/categorical", "loss/note")] + [n])
+            params.update(out, batch.target)
+            if rank == 0 and audio_n < cfg.audio_eval_presets:
+                renderer = renderer or Renderer(space, render_config)
+                patches, notes = predictions(out, layout)
+                for patch, note, target in zip(patches, notes, batch.audio.cpu().numpy(),
+                                               strict=True):
+                    if audio_n >= cfg.audio_eval_presets:
+                        break
+                    pred = renderer.render(patch, note).audio
+                    for key, value in audio_distances(pred, target,
+                                                      render_config.sample_rate).items():
+                        audio[key] += value
+                    audio_n += 1
+    loss_sums = _all_reduce_sum(loss_sums)
+    params.load_state(_all_reduce_sum(params.state()))
+    n = max(float(loss_sums[4]), 1.0)
+    out = {"val/loss": float(loss_sums[0]) / n, "val/loss_continuous": float(loss_sums[1]) / n,
+           "val/loss_categorical": float(loss_sums[2]) / n,
+           "val/loss_note": float(loss_sums[3]) / n, "val/examples": int(loss_sums[4])}
+    out.update({f"val/{k}": v for k, v in params.result().items()})
+    if audio_n:
+        out.update({f"val/{k}": v / audio_n for k, v in audio.items()})
+    return out
+
+
+def _report(model, optimizer, best_state, epoch, best, bad_epochs, metrics, cfg, space, rank,
+            run) -> None:
+    """Checkpoint (rank 0) and report; every rank calls it, since report is a barrier.
+
+    The checkpoint folder holds ``model.pt`` (this epoch), ``best.pt`` (the best
+    validation loss so far) and ``state.pt`` (optimizer and counters, for resuming).
+    """
+    import ray.train
+
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    training = {"epoch": epoch, "metrics": metrics, "data": cfg.data,
+                "config": cfg.to_dict(), "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                time.gmtime())}
+    with tempfile.TemporaryDirectory() as d:
+        bare = unwrap(model)
+        for name, weights in ((FILENAME, bare), ("best.pt", best_state)):
+            save_checkpoint(Path(d) / name, weights, space, cfg.features, cfg.model, cfg.loss,
+                            training)
+        torch.save({"model": bare.state_dict(), "optimizer": optimizer.state_dict(),
+                    "epoch": epoch, "best": best, "bad_epochs": bad_epochs}, Path(d) / STATE)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+    # Logged after the checkpoint is persisted: a logged epoch is a resumable one.
+    with open(Path(cfg.out) / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+    if run is not None:
+        run.log(metrics, step=epoch)
+
+
+# --- the driver ---------------------------------------------------------------------
+
+def dataset_meta(data: str) -> dict:
+    """Scope, space id and render config of a dataset, from its manifest and files."""
+    loc = resolve(data)
+    manifest = fmt.load_manifest(loc)
+    file_meta = fmt.read_file_metadata(loc, fmt.data_files(loc)[0])
+    return {"scope": file_meta["space"]["scope"], "space_id": manifest["space_id"],
+            "render": file_meta["render"], "num_samples": manifest["num_samples"]}
+
+
+def build_datasets(cfg: TrainConfig) -> dict:
+    import ray
+
+    loc = resolve(cfg.data)
+    num = cfg.features.num_samples
+    raw = ray.data.read_parquet(loc.join(fmt.DATA_DIR), filesystem=loc.fs).select_columns(COLUMNS)
+    kwargs = {"batch_size": 32, "batch_format": "numpy"}
+    return {
+        "train": raw.map_batches(decode_batch, fn_kwargs={
+            "num_samples": num, "want_validation": False, "fraction": cfg.val_fraction},
+            **kwargs),
+        "val": raw.map_batches(decode_batch, fn_kwargs={
+            "num_samples": num, "want_validation": True, "fraction": cfg.val_fraction},
+            **kwargs),
+    }
+
+
+def load_importance(cfg: TrainConfig, space) -> list[float] | None:
+    if not cfg.loss.importance:
+        return None
+    loc = resolve(cfg.data)
+    path = loc.join("importance.json")
+    from distributed.storage import exists, read_bytes
+
+    if not exists(loc.fs, path):
+        raise ConfigError(f"loss.importance is on but {cfg.data} has no importance.json; run "
+                          f"python -m distributed.importance --data {cfg.data}")
+    doc = json.loads(read_bytes(loc.fs, path))
+    space.check_id(doc["space_id"], f"{cfg.data}/importance.json")
+    return [float(doc["weights"][p.name]) for p in space.continuous]
+
+
+def fit(cfg: TrainConfig, storage_name: str = "ray"):
+    """Train (or resume) into ``cfg.out``; returns the Ray Train Result. Needs Ray."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    out = Path(cfg.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = dataclasses.replace(cfg, out=str(out))
+    meta = dataset_meta(cfg.data)
+    space = get_space(meta["scope"])
+    space.check_id(meta["space_id"], f"dataset {cfg.data}")
+    if meta["render"]["sample_rate"] != cfg.features.sample_rate:
+        raise ConfigError(f"features.sample_rate = {cfg.features.sample_rate} but the dataset "
+                          f"is rendered at {meta['render']['sample_rate']} Hz")
+    meta["importance"] = load_importance(cfg, space)
+    meta["run_id"] = "sm-" + str(abs(hash(str(out))) % 10**10)
+    trainer = TorchTrainer(
+        train_func,
+        train_loop_config={**cfg.to_dict(), "_meta": meta},
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
+        run_config=RunConfig(name=storage_name, storage_path=str(out),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
+        datasets=build_datasets(cfg),
+    )
+    result = trainer.fit()
+    if result.checkpoint is not None:
+        with result.checkpoint.as_directory() as d:
+            shutil.copy(Path(d) / "best.pt", out / FILENAME)
+        log.info("best model: %s (val loss %.4f)", out / FILENAME,
+                 result.metrics.get("val/best_loss", float("nan")))
+    return result
+
+
+def get_parser() -> argparse.ArgumentParser:
+    d = TrainConfig(data="", out="")
+    p = argparse.ArgumentParser(prog="python -m distributed.train",
+                                description="Train the matching model with Ray Train DDP.")
+    p.add_argument("--data", help="dataset folder or URI (from distributed.generate)")
+    p.add_argument("--out", help="run folder: checkpoints, metrics.jsonl, model.pt; run again "
+                                 "on the same folder to resume")
+    p.add_argument("--workers", type=int, help=f"Ray Train workers (default {d.workers})")
+    p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, bf16 autocast")
+    p.add_argument("--batch-size", type=int, help=f"global batch per step (default "
+                                                  f"{d.batch_size})")
+    p.add_argument("--grad-accum", type=int, help=f"micro-batches per step (default "
+                                                  f"{d.grad_accum})")
+    p.add_argument("--epochs", type=int, help=f"default {d.epochs}")
+    p.add_argument("--lr", type=float, help=f"default {d.lr}")
+    p.add_argument("--config", type=Path, help="JSON file of TrainConfig keys, with [model], "
+                                               "[features] and [loss] objects")
+    p.add_argument("--no-wandb", action="store_true", help="only the local metrics.jsonl")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    data: dict = {}
+    if args.config:
+        try:
+            data = json.loads(args.config.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{args.config}: cannot read the config ({exc})") from None
+    for key in ("data", "out", "workers", "batch_size", "grad_accum", "epochs", "lr"):
+        value = getattr(args, key)
+        if value is not None:
+            data[key] = value
+    if args.use_gpu:
+        data["use_gpu"] = True
+    if args.no_wandb:
+        data["wandb"] = False
+    for key in ("data", "out"):
+        if not data.get(key):
+            raise ConfigError(f"--{key} is required")
+    return TrainConfig.from_dict(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = config_from_args(args)
+        from distributed.cluster import init_ray
+
+        init_ray(args.address)
+        fit(cfg)
+        return 0
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The checkpoint: a self-contained, versioned artifact.
+
+One ``torch.save`` file holding the weights, the model, feature and loss
+configs, the parameter space (scope, id, definition) and training metadata.
+``load_checkpoint`` needs no dataset, and refuses a file of another format
+version or another parameter space with a message that says which.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model.features import FeatureConfig
+from model.loss import LossConfig
+from model.network import MatchNet, ModelConfig
+from synth.config import from_dict
+from synth.space import ParameterSpace, SpaceError, get_space
+
+FORMAT = "synthmatch-checkpoint"
+VERSION = 1
+FILENAME = "model.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used here; the message names the file and why."""
+
+
+@dataclass
+class Checkpoint:
+    model: MatchNet
+    space: ParameterSpace
+    features: FeatureConfig
+    model_config: ModelConfig
+    loss: LossConfig
+    training: dict  # epochs, metrics, data, when
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model inside a DDP wrapper (Ray wraps only with several workers)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module | dict, space: ParameterSpace,
+                    features: FeatureConfig, model_config: ModelConfig, loss: LossConfig,
+                    training: dict) -> Path:
+    """Write the artifact atomically. ``model``: a module or its state dict."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = model if isinstance(model, dict) else unwrap(model).state_dict()
+    state = {k: v.detach().cpu() for k, v in state.items()}
+    payload = {
+        "format": FORMAT, "version": VERSION,
+        "space": {"scope": space.name, "id": space.id, "definition": space.definition()},
+        "features": features.to_dict(), "model": model_config.to_dict(), "loss": loss.to_dict(),
+        "training": training, "state_dict": state,
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Checkpoint:
+    path = Path(path)
+    if path.is_dir():
+        path = path / FILENAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") \
+            from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a synthmatch checkpoint")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {payload.get('version')}; "
+                              f"this synthmatch reads version {VERSION}")
+    try:
+        space = get_space(payload["space"]["scope"])
+        space.check_id(payload["space"]["id"], str(path))
+    except SpaceError as exc:
+        raise CheckpointError(str(exc)) from None
+    features = from_dict(FeatureConfig, payload["features"], "features")
+    model_config = from_dict(ModelConfig, payload["model"], "model")
+    model = MatchNet(space, features, model_config)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return Checkpoint(model, space, features, model_config,
+                      from_dict(LossConfig, payload["loss"], "loss"), payload["training"])

@@ -1,0 +1,94 @@
+"""Evaluation metrics, as namespaced dicts.
+
+Parameter space: per-module MAE of the unit values (switched-off modules
+masked), categorical accuracy, note accuracy. Audio: predictions re-rendered
+with vita and compared with the target audio by auraloss's multi-resolution
+STFT distance and the log-mel L1 distance.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from model.loss import Targets, continuous_mask
+from model.network import Outputs, SpaceLayout
+from synth.audio import log_mel_distance
+from synth.space import Patch
+
+
+class ParamMetrics:
+    """Accumulates parameter-space metrics over batches; ``result()`` gives the dict."""
+
+    def __init__(self, layout: SpaceLayout):
+        self.layout = layout
+        self.abs_err: dict[str, float] = defaultdict(float)
+        self.count: dict[str, float] = defaultdict(float)
+        self.cat_correct = self.cat_total = self.note_correct = self.n = 0.0
+
+    @torch.no_grad()
+    def update(self, out: Outputs, target: Targets) -> None:
+        mask = continuous_mask(self.layout, target.categorical)
+        err = ((out.continuous.float() - target.continuous).abs() * mask).sum(0).cpu().numpy()
+        cnt = mask.sum(0).cpu().numpy()
+        for j, module in enumerate(self.layout.modules):
+            self.abs_err[module] += float(err[j])
+            self.count[module] += float(cnt[j])
+        for i in range(len(self.layout.classes)):
+            pred = self.layout.logits(out.categorical, i).argmax(1)
+            self.cat_correct += float((pred == target.categorical[:, i]).sum())
+            self.cat_total += float(pred.numel())
+        self.note_correct += float((out.note.argmax(1) == target.note).sum())
+        self.n += float(target.note.numel())
+
+    def state(self) -> np.ndarray:
+        """Sufficient statistics as one vector (for all-reduce across workers)."""
+        mods = sorted(self.count)
+        return np.array([self.abs_err[m] for m in mods] + [self.count[m] for m in mods]
+                        + [self.cat_correct, self.cat_total, self.note_correct, self.n])
+
+    def load_state(self, vec: np.ndarray) -> None:
+        mods = sorted(self.count)
+        k = len(mods)
+        for i, m in enumerate(mods):
+            self.abs_err[m], self.count[m] = float(vec[i]), float(vec[k + i])
+        self.cat_correct, self.cat_total, self.note_correct, self.n = map(float, vec[2 * k:])
+
+    def result(self) -> dict[str, float]:
+        out = {f"mae/{m}": self.abs_err[m] / self.count[m] for m in sorted(self.count)
+               if self.count[m] > 0}
+        total_err, total_cnt = sum(self.abs_err.values()), sum(self.count.values())
+        out["mae/all"] = total_err / max(total_cnt, 1.0)
+        out["acc/categorical"] = self.cat_correct / max(self.cat_total, 1.0)
+        out["acc/note"] = self.note_correct / max(self.n, 1.0)
+        return out
+
+
+def predictions(out: Outputs, layout: SpaceLayout) -> tuple[list[Patch], list[int]]:
+    """Network outputs -> one Patch and MIDI note per example (argmax, clipped to range)."""
+    cont = out.continuous.detach().float().clamp(0, 1).cpu().numpy().astype(np.float64)
+    cats = np.stack([layout.logits(out.categorical, i).argmax(1).cpu().numpy()
+                     for i in range(len(layout.classes))], axis=1).astype(np.int64)
+    notes = out.note.argmax(1).cpu().numpy().tolist()
+    return [Patch(c, k) for c, k in zip(cont, cats, strict=True)], notes
+
+
+_mrstft = None
+
+
+def audio_distances(pred: np.ndarray, target: np.ndarray, sample_rate: int) -> dict[str, float]:
+    """auraloss multi-resolution STFT distance and log-mel L1 between two mono renders."""
+    global _mrstft
+    import auraloss
+
+    if _mrstft is None:
+        _mrstft = auraloss.freq.MultiResolutionSTFTLoss()
+    n = min(len(pred), len(target))
+    a = torch.from_numpy(np.ascontiguousarray(pred[:n], dtype=np.float32))[None, None]
+    b = torch.from_numpy(np.ascontiguousarray(target[:n], dtype=np.float32))[None, None]
+    with torch.no_grad():
+        mr = float(_mrstft(a, b))
+    return {"audio/mrstft": mr, "audio/logmel_l1": log_mel_distance(pred[:n], target[:n],
+                                                                   sample_rate)}

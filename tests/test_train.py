@@ -1,0 +1,190 @@
+"""Training on a real local Ray: a tiny generated dataset, Ray Train DDP, real checkpoints."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from distributed.generate import GenerateConfig, generate
+from distributed.train import TrainConfig, accumulation_step, fit
+from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from model.features import FeatureConfig
+from model.loss import LossConfig, MatchLoss
+from model.network import MatchNet, ModelConfig
+from synth import RenderConfig, get_space
+from synth.config import ConfigError
+
+SHORT = RenderConfig(note_dur=0.5, render_dur=0.75)
+FEATURES = FeatureConfig(duration_s=0.75, n_mels=32, n_fft=1024, hop=512)
+SMALL = ModelConfig(channels=(8, 16), hidden=32, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().execution_no_progress_timeout_s = 180
+    # Train workers import functions by module name; this test module is not installed.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_data(ray_local, tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    generate(GenerateConfig(num_samples=48, render=SHORT, rows_per_file=16, block_rows=8),
+             str(out))
+    return out
+
+
+def _cfg(data, out, **kw):
+    base = dict(data=str(data), out=str(out), workers=2, cpus_per_worker=1.0, batch_size=8,
+                grad_accum=2, epochs=2, features=FEATURES, model=SMALL, audio_eval_presets=2,
+                val_fraction=0.25, shuffle_buffer=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_two_workers_write_a_loadable_checkpoint(tiny_data, tmp_path):
+    result = fit(_cfg(tiny_data, tmp_path / "run"))
+    assert result.error is None
+    ckpt = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert ckpt.space.id == get_space("core").id and ckpt.features == FEATURES
+    out = ckpt.model(torch.zeros(1, FEATURES.num_samples))
+    assert out.continuous.shape == (1, len(ckpt.space.continuous))
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [0, 1]
+    assert {"val/loss", "val/mae/osc_1", "val/acc/note", "val/audio/mrstft"} <= set(lines[-1])
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))  # real client, offline
+
+
+def test_killed_run_resumes_from_its_last_epoch(ray_local, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    cfg = tmp_path / "train.json"
+    cfg.write_text(json.dumps({"features": FEATURES.to_dict(), "model": SMALL.to_dict(),
+                               "val_fraction": 0.25, "audio_eval_presets": 0,
+                               "shuffle_buffer": 0}))
+    cmd = [sys.executable, "-m", "distributed.train", "--data", str(tiny_data), "--out", str(run),
+           "--workers", "1", "--batch-size", "8", "--epochs", "3", "--config", str(cfg),
+           "--no-wandb", "--address", ray_local.get_runtime_context().gcs_address]
+    job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n")):
+        time.sleep(0.2)
+    time.sleep(1.5)  # into the second epoch; lets Ray's controller record the checkpoint
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    first = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
+    assert first and first[-1] < 2
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
+    # the second run starts after the last checkpointed epoch, not from 0
+    assert epochs[len(first):][0] == first[-1] + 1 and epochs[-1] == 2, (first, epochs)
+
+
+def _synthetic_batches(space, n, seed):
+    from distributed.train import Batch
+    from model.loss import Targets
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        cats = torch.stack([torch.randint(0, p.num_classes, (2,), generator=g)
+                            for p in space.categorical], dim=1)
+        out.append(Batch(torch.randn(2, FEATURES.num_samples, generator=g) * 0.1,
+                         Targets(torch.rand(2, len(space.continuous), generator=g), cats,
+                                 torch.randint(36, 85, (2,), generator=g))))
+    return out
+
+
+def _one_step(config):
+    """One optimizer step on rank-seeded data; reports the updated weights."""
+    import ray.train
+    import ray.train.torch
+
+    from distributed.train import Batch
+    from model.loss import Targets
+
+    space = get_space("core")
+    torch.manual_seed(0)
+    model = ray.train.torch.prepare_model(MatchNet(space, FEATURES, SMALL))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    micro = _synthetic_batches(space, 4, seed=100 + ray.train.get_context().get_world_rank())
+    k = config["k"]
+    if k == 1:  # the same examples as one batch
+        micro = [Batch(torch.cat([b.audio for b in micro]),
+                       Targets(*(torch.cat([getattr(b.target, f) for b in micro])
+                                 for f in ("continuous", "categorical", "note"))))]
+    from model.checkpoint import unwrap
+
+    accumulation_step(model, micro, MatchLoss(unwrap(model).layout, LossConfig()), opt)
+    flat = torch.cat([p.detach().flatten() for p in unwrap(model).parameters()])
+    if ray.train.get_context().get_world_rank() != 0:
+        ray.train.report({})
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:  # Train V2 keeps metrics only with a checkpoint
+        np.save(f"{d}/weights.npy", flat.numpy())
+        ray.train.report({}, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_accumulated_micro_batches_equal_one_big_batch(ray_local, tmp_path, workers):
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    def run(k):
+        trainer = TorchTrainer(_one_step, train_loop_config={"k": k},
+                               scaling_config=ScalingConfig(num_workers=workers,
+                                                            resources_per_worker={"CPU": 1}),
+                               run_config=RunConfig(storage_path=str(tmp_path), name=f"k{k}"))
+        with trainer.fit().checkpoint.as_directory() as d:
+            return np.load(f"{d}/weights.npy")
+
+    accumulated, big = run(4), run(1)
+    torch.manual_seed(0)
+    before = torch.cat([p.detach().flatten()
+                        for p in MatchNet(get_space("core"), FEATURES, SMALL).parameters()])
+    assert not np.allclose(accumulated, before.numpy())  # the step moved the weights
+    np.testing.assert_allclose(accumulated, big, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_train_config_is_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match="batch_size = 10 is not allowed; expected a positive "
+                                          r"multiple of workers x grad_accum \(4\)"):
+        TrainConfig(data="d", out="o", workers=2, grad_accum=2, batch_size=10)
+    with pytest.raises(ConfigError, match="label_smoothing = 1.5"):
+        TrainConfig.from_dict({"data": "d", "out": "o", "loss": {"label_smoothing": 1.5}})
+    with pytest.raises(ConfigError, match=r"train config: unknown key\(s\) \['epoch'\]"):
+        TrainConfig.from_dict({"data": "d", "out": "o", "epoch": 3})
+    cli = subprocess.run([sys.executable, "-m", "distributed.train", "--data", "d", "--out",
+                          "o", "--epochs", "0"], capture_output=True, text=True)
+    assert cli.returncode == 2 and "epochs = 0 is not allowed" in cli.stderr
+
+
+def test_checkpoint_refuses_another_space_or_version(tmp_path):
+    space = get_space("core")
+    path = save_checkpoint(tmp_path / "m.pt", MatchNet(space, FEATURES, SMALL), space, FEATURES,
+                           SMALL, LossConfig(), {"epoch": 0})
+    payload = torch.load(path, weights_only=False)
+    payload["space"]["id"] = "core-0000000000000000"
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="made in parameter space 'core-0000000000000000'"):
+        load_checkpoint(tmp_path / "other.pt")
+    payload["version"] = 99
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="checkpoint format version 99"):
+        load_checkpoint(tmp_path / "future.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
