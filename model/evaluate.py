@@ -1,0 +1,183 @@
+"""Evaluate a checkpoint on a dataset split or on real presets, beside two baselines.
+
+    python -m model.evaluate --checkpoint runs/core/model.pt --data data/core-2k
+    python -m model.evaluate --checkpoint runs/core/model.pt --presets ../shared/real-presets
+
+For each target clip, three answers are rendered with vita at the same note and
+compared with the target audio (auraloss multi-resolution STFT, log-mel L1):
+
+- ``init``: Vital's init preset (what you start from in Vital);
+- ``nearest``: the training preset whose log-mel is nearest the target's;
+- ``model``: the checkpoint's prediction.
+
+On a dataset split the parameter-space metrics (MAE, accuracies) are given too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from model.data import decode_batch, read_rows
+from model.loss import Targets
+from model.metrics import ParamMetrics, audio_distances, predictions
+from synth.preset import PresetError, load_preset
+from synth.render import RenderConfig, Renderer
+from synth.space import Patch
+
+log = logging.getLogger("model.evaluate")
+METHODS = ("init", "nearest", "model")
+
+
+def _rows(root: str, want_validation: bool, fraction: float, limit: int, num_samples: int):
+    table = read_rows(root)
+    batch = {name: table.column(name).to_numpy(zero_copy_only=False)
+             for name in ("id", "note", "valid", "base", "strategy", "audio")}
+    batch["continuous"] = table.column("continuous").to_pylist()
+    batch["categorical"] = table.column("categorical").to_pylist()
+    rows = decode_batch(batch, num_samples, want_validation, fraction)
+    base_ok = np.array([b == "synthmatch-base" for b in batch["base"]])[
+        np.isin(batch["id"], rows["id"])]
+    keep = np.flatnonzero(base_ok)[:limit] if limit else np.flatnonzero(base_ok)
+    return {k: v[keep] for k, v in rows.items()}
+
+
+class Evaluator:
+    """Scores the model and the baselines against target clips."""
+
+    def __init__(self, ckpt: Checkpoint, train_data: str | None, render: RenderConfig,
+                 max_train: int = 5000):
+        self.ckpt, self.render_cfg = ckpt, render
+        self.renderer = Renderer(ckpt.space, render)
+        self.init = Renderer(ckpt.space, render)
+        self.init.synth.load_init_preset()
+        self.train = None
+        if train_data:
+            fraction = ckpt.training.get("config", {}).get("val_fraction", 0.1)
+            self.train = _rows(train_data, False, fraction, max_train,
+                               ckpt.features.num_samples)
+            self.train_feats = self._features(self.train["audio"])
+            log.info("nearest-neighbour baseline over %d training presets",
+                     len(self.train["id"]))
+
+    @torch.no_grad()
+    def _features(self, audio: np.ndarray) -> torch.Tensor:
+        feats = [self.ckpt.model.frontend(torch.from_numpy(audio[i:i + 64])).flatten(1)
+                 for i in range(0, len(audio), 64)]
+        return torch.cat(feats)
+
+    @torch.no_grad()
+    def answers(self, audio: np.ndarray) -> dict[str, tuple[Patch | None, list[int]]]:
+        """Per method: a patch per clip (None: the init preset) and the note to play."""
+        out = self.ckpt.model(torch.from_numpy(audio))
+        patches, notes = predictions(out, self.ckpt.model.layout)
+        result = {"model": (patches, notes), "init": ([None] * len(audio), notes)}
+        if self.train is not None:
+            d = torch.cdist(self._features(audio), self.train_feats)
+            nearest = d.argmin(1).numpy()
+            result["nearest"] = ([Patch(self.train["continuous"][j].astype(np.float64),
+                                        self.train["categorical"][j]) for j in nearest], notes)
+        return result
+
+    def render(self, patch: Patch | None, note: int) -> np.ndarray:
+        if patch is None:
+            return self.init._render_current(note, None).audio
+        return self.renderer.render(patch, note).audio
+
+    def score(self, audio: np.ndarray, notes: list[int]) -> dict[str, list[dict]]:
+        """Audio distances per method per clip. ``notes``: the note each answer is played at
+        (the target's own, so every method is judged on timbre at the right pitch)."""
+        scores: dict[str, list[dict]] = defaultdict(list)
+        for method, (patches, _) in self.answers(audio).items():
+            for patch, note, target in zip(patches, notes, audio, strict=True):
+                pred = self.render(patch, int(note))
+                scores[method].append(audio_distances(pred, target, self.render_cfg.sample_rate))
+        return scores
+
+
+def summarise(scores: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    return {m: {f"median {k.split('/')[1]}": float(np.median([s[k] for s in v]))
+                for k in v[0]} for m, v in scores.items()}
+
+
+def evaluate_data(ev: Evaluator, data: str, limit: int) -> dict:
+    fraction = ev.ckpt.training.get("config", {}).get("val_fraction", 0.1)
+    rows = _rows(data, True, fraction, limit, ev.ckpt.features.num_samples)
+    if not len(rows["id"]):
+        raise ValueError(f"{data}: no validation rows on the synthmatch base preset")
+    params = ParamMetrics(ev.ckpt.model.layout)
+    with torch.no_grad():
+        out = ev.ckpt.model(torch.from_numpy(rows["audio"]))
+    params.update(out, Targets(torch.from_numpy(rows["continuous"]),
+                               torch.from_numpy(rows["categorical"]),
+                               torch.from_numpy(rows["note"])))
+    scores = ev.score(rows["audio"], rows["note"].tolist())
+    return {"clips": len(rows["id"]), "audio": summarise(scores), "params": params.result()}
+
+
+def evaluate_presets(ev: Evaluator, folder: Path, note: int) -> dict:
+    paths = sorted(folder.glob("*.vital"))
+    if not paths:
+        raise ValueError(f"{folder}: no .vital presets")
+    target_renderer = Renderer(ev.ckpt.space, ev.render_cfg)
+    audio = np.stack([target_renderer.render_preset(load_preset(p), note).audio for p in paths])
+    n = ev.ckpt.features.num_samples
+    audio = np.pad(audio, ((0, 0), (0, max(0, n - audio.shape[1]))))[:, :n]
+    scores = ev.score(audio, [note] * len(paths))
+    per = {p.stem: {m: scores[m][i]["audio/mrstft"] for m in scores}
+           for i, p in enumerate(paths)}
+    return {"clips": len(paths), "note": note, "audio": summarise(scores), "per_preset": per}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="model.pt from distributed.train")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="a local dataset: evaluate on its validation split")
+    src.add_argument("--presets", type=Path, help="a folder of .vital presets")
+    p.add_argument("--train-data", help="training set for the nearest-neighbour baseline "
+                                        "(default: the checkpoint's)")
+    p.add_argument("--limit", type=int, default=64, help="clips from --data (default 64)")
+    p.add_argument("--note", type=int, default=60, help="note for --presets (default 60)")
+    p.add_argument("--json", type=Path, help="also write the report here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        train_data = args.train_data or ckpt.training.get("data")
+        if train_data and not (Path(train_data) / "data").is_dir():
+            log.warning("training data %s not found here; no nearest-neighbour baseline",
+                        train_data)
+            train_data = None
+        render = RenderConfig(sample_rate=ckpt.features.sample_rate,
+                              render_dur=ckpt.features.duration_s,
+                              note_dur=min(1.5, ckpt.features.duration_s * 0.75))
+        ev = Evaluator(ckpt, train_data, render)
+        report = (evaluate_data(ev, args.data, args.limit) if args.data
+                  else evaluate_presets(ev, args.presets, args.note))
+    except (CheckpointError, PresetError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{'method':10} " + " ".join(f"{k:>20}" for k in report["audio"]["model"]))
+    for method in METHODS:
+        if method in report["audio"]:
+            print(f"{method:10} " + " ".join(f"{v:20.3f}" for v in
+                                               report["audio"][method].values()))
+    if "params" in report:
+        print(json.dumps(report["params"], indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
