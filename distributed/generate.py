@@ -409,24 +409,23 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        if args.verify:
-            problems = fmt.verify(resolve(args.verify))
-            for problem in problems:
-                print(f"FAIL {problem}")
-            print("OK" if not problems else f"{len(problems)} problem(s) in {args.verify}")
-            return 1 if problems else 0
+    from distributed.cluster import init_ray, run_job
+
+    if args.verify:
+        problems = fmt.verify(resolve(args.verify))
+        for problem in problems:
+            print(f"FAIL {problem}")
+        print("OK" if not problems else f"{len(problems)} problem(s) in {args.verify}")
+        return 1 if problems else 0
+
+    def job():
         if not args.out:
             raise ConfigError("--out is required (a folder or a URI)")
         config = config_from_args(args)
-        from distributed.cluster import init_ray
-
         init_ray(args.address)
         generate(config, args.out)
-        return 0
-    except (ConfigError, GenerateError, PresetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    return run_job(job, (ConfigError, GenerateError, PresetError))
 
 
 if __name__ == "__main__":

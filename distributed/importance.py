@@ -98,18 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                                                    "%(message)s")
-    try:
+    from distributed.cluster import init_ray, run_job
+
+    def job():
         if args.presets < 1 or not 0 < args.delta <= 0.5:
             raise ConfigError(f"--presets must be >= 1 and --delta in (0, 0.5]; got "
                               f"{args.presets} and {args.delta}")
-        from distributed.cluster import init_ray
-
         init_ray(args.address)
         measure(args.data, args.presets, args.delta)
-        return 0
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    return run_job(job, (ConfigError, FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

@@ -517,16 +517,14 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = config_from_args(args)
-        from distributed.cluster import init_ray
+    from distributed.cluster import init_ray, run_job
 
+    def job():
+        cfg = config_from_args(args)
         init_ray(args.address)
         fit(cfg)
-        return 0
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    return run_job(job, (ConfigError, FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import pids_with
 
 from distributed import dataset as fmt
 from distributed.generate import GenerateConfig, GenerateError, generate, load_config_file
@@ -138,18 +138,6 @@ def test_killed_job_resumes_from_the_command_line(ray_local, tmp_path):
     assert verify.returncode == 0 and verify.stdout.strip() == "OK"
 
 
-def _renderer_pids() -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if b"SampleRenderer" in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
-
-
 def test_killed_worker_loses_and_duplicates_nothing(ray_local, tmp_path):
     out = tmp_path / "ds"
     killed = []
@@ -157,7 +145,7 @@ def test_killed_worker_loses_and_duplicates_nothing(ray_local, tmp_path):
     def kill_one_renderer():
         deadline = time.time() + 60
         while time.time() < deadline and not killed:
-            pids = _renderer_pids()
+            pids = pids_with(b'SampleRenderer')
             if pids and len(list((out / "data").glob("*.parquet"))) >= 1:
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])

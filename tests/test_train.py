@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import pids_with
 
 from distributed.generate import GenerateConfig, generate
 from distributed.train import TrainConfig, accumulation_step, fit
@@ -235,20 +236,6 @@ def test_checkpoint_refuses_another_space_or_version(tmp_path):
         load_checkpoint(tmp_path / "junk.pt")
 
 
-def _train_worker_pids() -> list[int]:
-    from pathlib import Path
-
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if b"RayTrainWorker" in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
-
-
 def test_a_killed_worker_restarts_from_the_last_checkpoint(tiny_data, tmp_path):
     import os
     import threading
@@ -261,7 +248,7 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(tiny_data, tmp_path):
         deadline = time.time() + 240
         while time.time() < deadline and not killed:
             if metrics.exists() and metrics.read_text().count("\n") >= 1:
-                pids = _train_worker_pids()
+                pids = pids_with(b'RayTrainWorker')
                 if pids:
                     os.kill(pids[0], signal.SIGKILL)
                     killed.append(pids[0])
