@@ -1,0 +1,135 @@
+"""Matching a clip: real files in every accepted format, real renders, a real checkpoint.
+
+The checkpoint here is an untrained network: these tests check the plumbing (reading,
+checking, predicting, writing a preset Vital opens), not the quality of a match.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from model.audio_input import AudioInputError, InputConfig, load_clip
+from model.checkpoint import save_checkpoint
+from model.features import FeatureConfig
+from model.loss import LossConfig
+from model.match import Matcher, f0_midi
+from model.network import MatchNet, ModelConfig
+from synth import Renderer, Sampler, SamplerConfig, get_space, load_preset
+
+SR = 44100
+N = 2 * SR
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    space, features, cfg = get_space("core"), FeatureConfig(), ModelConfig(channels=(8, 16),
+                                                                           hidden=32)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    return save_checkpoint(path, MatchNet(space, features, cfg), space, features, cfg,
+                           LossConfig(), {"epoch": 0, "note": "untrained, for plumbing tests"})
+
+
+def _sine(hz=440.0, seconds=1.0, sr=SR, amp=0.3):
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def test_a_rendered_clip_matches_to_a_preset_vita_loads(checkpoint, tmp_path):
+    sampler = Sampler(SamplerConfig(seed=5))
+    s = sampler.sample(0)
+    clip = Renderer(sampler.space).render(s.patch, 57).audio
+    sf.write(tmp_path / "clip.wav", clip, SR)
+    out, preview, report = tmp_path / "m.vital", tmp_path / "m.wav", tmp_path / "m.json"
+    cli = subprocess.run([sys.executable, "-m", "model.match", str(tmp_path / "clip.wav"), "-o",
+                          str(out), "--checkpoint", str(checkpoint), "--preview", str(preview),
+                          "--json", str(report)], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    preset = load_preset(out)
+    assert "clip.wav" in preset.data["comments"] and preset.data["author"] == "synthmatch"
+    rendered = Renderer(get_space("core")).render_preset(preset, 57)
+    assert np.all(np.isfinite(rendered.audio)) and rendered.audio.shape == (N,)
+    doc = json.loads(report.read_text())
+    assert len(doc["parameters"]) == len(get_space("core").params)
+    assert all(0.0 <= p["confidence"] <= 1.0 for p in doc["parameters"])
+    cutoff = next(p for p in doc["parameters"] if p["name"] == "filter_1_cutoff")
+    assert "semitones" in cutoff["text"]  # Vital's own display text
+    assert doc["distance"]["audio/mrstft"] > 0
+    assert sf.info(preview).samplerate == SR
+
+
+def test_f0_estimate_of_a_sine():
+    assert f0_midi(_sine(440.0), SR) == pytest.approx(69.0, abs=0.1)
+    assert f0_midi(_sine(110.0), SR) == pytest.approx(45.0, abs=0.1)
+
+
+@pytest.mark.parametrize("fmt, ext, rate", [("WAV", "wav", 48000), ("FLAC", "flac", 22050),
+                                            ("OGG", "ogg", 44100), ("MP3", "mp3", 44100)])
+def test_every_format_is_read_resampled_and_normalised(tmp_path, fmt, ext, rate):
+    stereo = np.stack([_sine(220, sr=rate), _sine(220, sr=rate)], axis=1)
+    path = tmp_path / f"c.{ext}"
+    sf.write(path, stereo, rate, format=fmt)
+    clip = load_clip(path, SR, N)
+    assert clip.audio.shape == (N,) and clip.channels == 2 and clip.original_sample_rate == rate
+    active = clip.audio[: int(0.9 * SR)]
+    assert 20 * np.log10(np.sqrt(np.mean(active ** 2))) == pytest.approx(-20.0, abs=1.5)
+    assert np.all(clip.audio[int(1.1 * SR):] == 0)  # padded after the 1 s clip
+
+
+def test_leading_silence_is_trimmed(tmp_path):
+    x = np.concatenate([np.zeros(SR // 2, np.float32), _sine(440)])
+    sf.write(tmp_path / "late.wav", x, SR)
+    clip = load_clip(tmp_path / "late.wav", SR, N)
+    assert np.abs(clip.audio[:100]).max() > 0  # starts with the note, not the gap
+
+
+def _bad(tmp_path, name, writer):
+    path = tmp_path / name
+    writer(path)
+    return path
+
+
+@pytest.mark.parametrize("name, writer, message", [
+    ("notes.wav", lambda p: p.write_text("not audio"), "not a readable audio file"),
+    ("empty.wav", lambda p: p.write_bytes(b""), "the file is empty"),
+    ("zero.wav", lambda p: sf.write(p, np.zeros((0, 1), np.float32), SR), "contains no audio"),
+    ("long.wav", lambda p: sf.write(p, np.full(31 * 8000, 0.1, np.float32), 8000),
+     r"is 31.0 s long; the limit is 30 s"),
+    ("quiet.wav", lambda p: sf.write(p, np.zeros(SR, np.float32), SR),
+     "is silent"),
+    ("many.wav", lambda p: sf.write(p, np.full((SR, 10), 0.1, np.float32), SR),
+     "has 10 channels; 1 to 8 are accepted"),
+    ("slow.wav", lambda p: sf.write(p, _sine(100, sr=4000), 4000),
+     "sample rate of 4000 Hz"),
+    ("nan.wav", lambda p: sf.write(p, np.full(SR, np.nan, np.float32), SR, subtype="FLOAT"),
+     "NaN or infinite"),
+    ("cut.flac", lambda p: p.write_bytes(b"fLaC" + b"\x00" * 40), "not a readable audio file"),
+])
+def test_bad_input_is_named(tmp_path, name, writer, message):
+    path = _bad(tmp_path, name, writer)
+    with pytest.raises(AudioInputError, match=message) as err:
+        load_clip(path, SR, N)
+    assert str(err.value).startswith(str(path))
+
+
+def test_bad_input_through_the_cli_is_one_line(checkpoint, tmp_path):
+    path = _bad(tmp_path, "quiet.wav", lambda p: sf.write(p, np.zeros(SR, np.float32), SR))
+    cli = subprocess.run([sys.executable, "-m", "model.match", str(path), "-o",
+                          str(tmp_path / "x.vital"), "--checkpoint", str(checkpoint)],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 2 and "Traceback" not in cli.stderr
+    assert cli.stderr.strip().startswith(f"error: {path}: is silent")
+    assert not (tmp_path / "x.vital").exists()
+
+
+def test_uploaded_bytes_and_a_shorter_limit(checkpoint, tmp_path):
+    sf.write(tmp_path / "c.wav", _sine(330, seconds=3.0), SR)
+    data = (tmp_path / "c.wav").read_bytes()
+    with pytest.raises(AudioInputError, match="upload: is 3.0 s long; the limit is 2 s"):
+        load_clip(data, SR, N, InputConfig(max_seconds=2))
+    result = Matcher(checkpoint, mc_passes=2).match(data, name="c.wav")
+    assert result.note_source in ("model", "f0") and result.f0_note == pytest.approx(64.0,
+                                                                                     abs=0.2)
