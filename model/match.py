@@ -1,4 +1,4 @@
-"""Matching a clip to a Vital preset with a trained checkpoint (no refinement yet).
+"""Matching a clip to a Vital preset with a trained checkpoint, optionally refined.
 
     python -m model.match clip.wav -o matched.vital --checkpoint runs/core/model.pt \
         --preview matched.wav --json report.json
@@ -49,12 +49,13 @@ class MatchResult:
     preview: np.ndarray
     distance: dict[str, float]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    refinement: dict | None = None  # distance before and after, evaluations, seconds
 
     def report(self) -> dict:
         return {"preset_name": self.preset.data.get("preset_name"), "note": self.note,
                 "note_source": self.note_source, "f0_note": self.f0_note,
-                "distance": self.distance, "timings_ms": self.timings_ms,
-                "parameters": self.params}
+                "distance": self.distance, "refinement": self.refinement,
+                "timings_ms": self.timings_ms, "parameters": self.params}
 
 
 def f0_midi(audio: np.ndarray, sample_rate: int) -> float | None:
@@ -84,13 +85,16 @@ class Matcher:
                                           render_dur=feats.duration_s,
                                           note_dur=round(feats.duration_s * 0.75, 3))
         self.renderer = Renderer(self.ckpt.space, self.render_config)
+        self._refiner = None
 
     def load(self, source, name: str | None = None) -> Clip:
         f = self.ckpt.features
         return load_clip(source, f.sample_rate, f.num_samples, self.input_config, name)
 
     @torch.no_grad()
-    def match(self, source, name: str | None = None) -> MatchResult:
+    def match(self, source, name: str | None = None, refine_seconds: float = 0.0,
+              refine_evals: int = 400) -> MatchResult:
+        """Match a clip; with ``refine_seconds`` > 0, refine the prediction by search."""
         t0 = time.perf_counter()
         clip = self.load(source, name)
         t1 = time.perf_counter()
@@ -111,6 +115,17 @@ class Matcher:
         note_source = "model"
         if f0 is not None and abs(note - f0) > 1.0 and note_prob < 0.5:
             note, note_source = int(np.clip(round(f0), 0, 127)), "f0"
+        refinement = None
+        if refine_seconds > 0:
+            from model.refine import Refiner
+
+            if self._refiner is None:
+                self._refiner = Refiner(space, self.render_config)
+            r = self._refiner.refine(patch, note, clip.audio, max_evals=refine_evals,
+                                     max_seconds=refine_seconds)
+            patch = r.patch
+            refinement = {"distance_before": r.start_distance, "distance_after": r.best_distance,
+                          "evaluations": r.evaluations, "seconds": round(r.seconds, 2)}
         cont_conf = np.clip(1.0 - spread / UNIFORM_STD, 0.0, 1.0)
         cat_conf = [float(torch.softmax(layout.logits(out.categorical, i)[0], 0).max())
                     for i in range(len(layout.classes))]
@@ -135,7 +150,8 @@ class Matcher:
                                       "preset (Vital's init with a basic-shapes wavetable).")
         return MatchResult(preset, patch, note, note_source, f0, params, preview, distance, {
             "read": 1000 * (t1 - t0), "predict": 1000 * (t2 - t1),
-            "render": 1000 * (t3 - t2), "total": 1000 * (time.perf_counter() - t0)})
+            "refine_and_render": 1000 * (t3 - t2),
+            "total": 1000 * (time.perf_counter() - t0)}, refinement)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,13 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preview", type=Path, help="also render the preset here (.wav)")
     p.add_argument("--json", type=Path, help="also write the report (parameters, confidences, "
                                              "note, distance, timings)")
+    p.add_argument("--refine-seconds", type=float, default=0.0,
+                   help="refine the prediction by search for up to this long (default 0: off)")
     p.add_argument("--max-seconds", type=float, default=InputConfig().max_seconds,
                    help="longest clip accepted (default 30 s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         matcher = Matcher(args.checkpoint, InputConfig(max_seconds=args.max_seconds))
-        result = matcher.match(args.audio)
+        result = matcher.match(args.audio, refine_seconds=args.refine_seconds)
         save_preset(result.preset, args.out)
         if args.preview:
             write_wav(args.preview, result.preview, matcher.render_config.sample_rate)

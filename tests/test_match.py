@@ -133,3 +133,23 @@ def test_uploaded_bytes_and_a_shorter_limit(checkpoint, tmp_path):
     result = Matcher(checkpoint, mc_passes=2).match(data, name="c.wav")
     assert result.note_source in ("model", "f0") and result.f0_note == pytest.approx(64.0,
                                                                                      abs=0.2)
+
+
+def test_refinement_never_returns_worse_than_its_start(tmp_path):
+    from model.refine import Refiner
+    from synth import RenderConfig
+
+    space = get_space("core")
+    sampler = Sampler(SamplerConfig(seed=11))
+    target, start = sampler.sample(0), sampler.sample(1)
+    clip = Renderer(space).render(target.patch, 60).audio
+    refiner = Refiner(space, RenderConfig(), threads=2)
+    result = refiner.refine(start.patch, 60, clip, max_evals=17, max_seconds=60, population=8)
+    assert result.evaluations == 17  # the start point, then two generations of 8
+    assert result.best_distance <= result.start_distance
+    assert result.history == sorted(result.history, reverse=True)  # best-so-far only improves
+    assert np.array_equal(result.patch.categorical, start.patch.categorical)
+    assert np.all((result.patch.continuous >= 0) & (result.patch.continuous <= 1))
+    # a budget of one evaluation keeps the start point
+    kept = refiner.refine(start.patch, 60, clip, max_evals=1)
+    assert kept.evaluations == 1 and kept.patch == start.patch
