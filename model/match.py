@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                                              "note, distance, timings)")
     p.add_argument("--refine-seconds", type=float, default=0.0,
                    help="refine the prediction by search for up to this long (default 0: off)")
+    p.add_argument("--tutorial", action="store_true",
+                   help="print a tutorial for building the preset in Vital (Claude with "
+                        "ANTHROPIC_API_KEY set, else an offline one)")
     p.add_argument("--max-seconds", type=float, default=InputConfig().max_seconds,
                    help="longest clip accepted (default 30 s)")
     args = p.parse_args(argv)
@@ -175,8 +178,17 @@ def main(argv: list[str] | None = None) -> int:
         save_preset(result.preset, args.out)
         if args.preview:
             write_wav(args.preview, result.preview, matcher.render_config.sample_rate)
+        report = result.report()
+        if args.tutorial:
+            from model.tutorial import write_tutorial
+
+            modules = {p.name: p.module for p in matcher.ckpt.space.params}
+            tutorial = write_tutorial(result.params, modules, result.note)
+            report["tutorial"] = {"text": tutorial.text, "source": tutorial.source,
+                                  "note": tutorial.note}
+            print(tutorial.text)
         if args.json:
-            args.json.write_text(json.dumps(result.report(), indent=2))
+            args.json.write_text(json.dumps(report, indent=2))
     except (AudioInputError, CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
