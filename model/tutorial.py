@@ -43,7 +43,7 @@ SYSTEM = ("You teach sound design in the Vital synthesizer. Write a short tutori
 
 @dataclass(frozen=True)
 class TutorialConfig:
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"
     timeout_s: float = 30.0
     max_retries: int = 2
     max_tokens: int = 1500
