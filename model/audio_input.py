@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +99,9 @@ def load_clip(source: str | os.PathLike | bytes, sample_rate: int, num_samples: 
     except AudioInputError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioInputError(label, f"not a readable audio file ({FORMATS}): "
-                                     f"{str(exc).splitlines()[0][:120]}") from None
+        detail = re.sub(r"^Error opening .*?: ", "", str(exc).splitlines()[0])[:120]
+        raise AudioInputError(label, f"not a readable audio file ({FORMATS}): {detail}") \
+            from None
     if data.size == 0:
         raise AudioInputError(label, "contains no audio")
     if not np.all(np.isfinite(data)):

@@ -262,3 +262,28 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(tiny_data, tmp_path):
     assert killed and result.error is None
     epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
     assert epochs.count(0) == 1 and epochs[-1] == 3, epochs  # continued, not restarted
+
+
+def test_batch_matching_writes_presets_and_a_results_table(trained, tmp_path):
+    import soundfile as sf
+
+    from distributed.match import run
+    from synth import Renderer, Sampler, SamplerConfig, load_preset
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    sampler = Sampler(SamplerConfig(seed=3))
+    renderer = Renderer(sampler.space, SHORT)
+    for i in range(2):
+        s = sampler.sample(i)
+        sf.write(clips / f"clip{i}.wav", renderer.render(s.patch, 60).audio, 44100)
+    (clips / "broken.wav").write_text("not audio")
+    rows = run(str(clips), str(tmp_path / "out"), checkpoint=str(trained / "model.pt"),
+               actors=2)
+    assert [r["clip"] for r in rows] == ["broken.wav", "clip0.wav", "clip1.wav"]
+    assert "not a readable audio file" in rows[0]["error"] and not rows[0]["preset"]
+    for row in rows[1:]:
+        assert not row["error"]
+        load_preset(tmp_path / "out" / row["preset"])
+    table = (tmp_path / "out" / "results.csv").read_text().splitlines()
+    assert table[0].startswith("clip,preset,note") and len(table) == 4
