@@ -1,0 +1,48 @@
+"""Latency of matching a 2 s clip without refinement, after the model is loaded.
+
+Times ``Matcher.match`` end to end (read and prepare the clip, predict with the
+confidence passes, f0 cross-check, Vital display texts, preview render and
+distance) on WAV clips rendered from sampled presets; reports the median and
+the stages.
+
+    python benchmarks/match_latency.py --checkpoint model/default/model.pt --runs 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+import soundfile as sf
+
+from model.match import Matcher
+from synth import Renderer, Sampler, SamplerConfig
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--runs", type=int, default=30)
+    args = p.parse_args()
+    matcher = Matcher(args.checkpoint)
+    sampler = Sampler(SamplerConfig(seed=99))
+    renderer = Renderer(sampler.space)
+    tmp = Path(tempfile.mkdtemp())
+    clips = []
+    for i in range(args.runs):
+        s = sampler.sample(i)
+        path = tmp / f"clip{i}.wav"
+        sf.write(path, renderer.render(s.patch, s.note).audio, 44100)
+        clips.append(path)
+    matcher.match(clips[0])  # warm-up: first-call imports and allocations
+    timings = [matcher.match(c).timings_ms for c in clips]
+    out = {k: round(statistics.median(t[k] for t in timings), 1) for k in timings[0]}
+    print(json.dumps({"runs": args.runs, "median_ms": out}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
