@@ -36,7 +36,10 @@ class InputConfig:
     max_sample_rate: int = 192000
     silence_dbfs: float = -60.0  # a clip whose peak is at or under this is silent
     trim_db: float = 40.0  # leading audio more than this under the peak is cut
-    target_rms_dbfs: float = -20.0  # loudness the clip is normalised to (peak kept <= 0.99)
+    # Loudness the clip is normalised to (peak kept <= 0.99): the median RMS of the
+    # default training renders (-35 dBFS over the 2 s window), so that the level the
+    # network sees, and the volume it predicts, are in the range it learned.
+    target_rms_dbfs: float = -35.0
 
     def __post_init__(self):
         require(0 < self.max_seconds <= 600, "max_seconds", self.max_seconds, "0 < s <= 600")
