@@ -27,6 +27,7 @@ import torch
 from model.audio_input import AudioInputError, Clip, InputConfig, load_clip
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.metrics import audio_distances, predictions
+from model.network import Outputs
 from synth.audio import write_wav
 from synth.base import base_preset
 from synth.preset import Preset, apply_patch, save_preset
@@ -69,6 +70,13 @@ def f0_midi(audio: np.ndarray, sample_rate: int) -> float | None:
     return float(librosa.hz_to_midi(np.median(f0))) if loud and f0.size else None
 
 
+def _mean_logits(categorical: torch.Tensor, layout) -> torch.Tensor:
+    """Mean class probabilities over the batch, as log-probabilities in the flat layout."""
+    parts = [torch.log(torch.softmax(layout.logits(categorical, i), 1).mean(0, keepdim=True))
+             for i in range(len(layout.classes))]
+    return torch.cat(parts, dim=1)
+
+
 class Matcher:
     """Loads a checkpoint once; ``match`` turns a clip into a preset."""
 
@@ -100,16 +108,22 @@ class Matcher:
         t1 = time.perf_counter()
         model, layout, space = self.ckpt.model, self.ckpt.model.layout, self.ckpt.space
         x = torch.from_numpy(clip.audio)[None]
-        out = model(x)
+        if self.mc_passes > 1:
+            # One batched pass with dropout on: its mean is the prediction, its spread the
+            # continuous confidence (a small ensemble at the cost of one forward pass).
+            model.train()
+            mc = model(x.expand(self.mc_passes, -1))
+            model.eval()
+            spread = mc.continuous.std(dim=0).numpy()
+            out = Outputs(mc.continuous.mean(0, keepdim=True),
+                          _mean_logits(mc.categorical, layout),
+                          torch.log(torch.softmax(mc.note, 1).mean(0, keepdim=True)))
+        else:
+            out = model(x)
+            spread = np.zeros(len(space.continuous))
         patches, notes = predictions(out, layout)
         patch, note = patches[0], notes[0]
         note_prob = float(torch.softmax(out.note[0], 0)[note])
-        spread = np.zeros(len(space.continuous))
-        if self.mc_passes > 1:
-            model.train()  # dropout on: a cheap ensemble for the continuous confidences
-            samples = model(x.expand(self.mc_passes, -1)).continuous.numpy()
-            model.eval()
-            spread = samples.std(axis=0)
         t2 = time.perf_counter()
         f0 = f0_midi(clip.audio, clip.sample_rate)
         note_source = "model"
@@ -165,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                                              "note, distance, timings)")
     p.add_argument("--refine-seconds", type=float, default=0.0,
                    help="refine the prediction by search for up to this long (default 0: off)")
+    p.add_argument("--refine-evals", type=int, default=400,
+                   help="and for at most this many rendered candidates (default 400)")
     p.add_argument("--tutorial", action="store_true",
                    help="print a tutorial for building the preset in Vital (Claude with "
                         "ANTHROPIC_API_KEY set, else an offline one)")
@@ -174,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         matcher = Matcher(args.checkpoint, InputConfig(max_seconds=args.max_seconds))
-        result = matcher.match(args.audio, refine_seconds=args.refine_seconds)
+        result = matcher.match(args.audio, refine_seconds=args.refine_seconds,
+                               refine_evals=args.refine_evals)
         save_preset(result.preset, args.out)
         if args.preview:
             write_wav(args.preview, result.preview, matcher.render_config.sample_rate)

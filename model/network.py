@@ -1,8 +1,12 @@
 """The matching network: a small convolutional encoder and one head per parameter kind.
 
-    log-mel (B,1,M,T) -> 4 x [conv3x3 -> GroupNorm -> GELU -> pool 2] -> pool to (2, 8)
+    log-mel (B,1,M,T) -> 4 x [conv3x3 -> GroupNorm -> GELU -> pool] -> pool to (16, 2)
       -> concat level stats -> MLP -> continuous (C, sigmoid) | categorical (sum K_i logits)
                                       | MIDI note (128 logits)
+
+Only the first two blocks pool over frequency (the rest over time alone), and the
+last pooling keeps 16 frequency bands: pitch and timbre live in fine frequency
+detail, the envelope needs only a coarse time axis.
 
 GroupNorm rather than BatchNorm: statistics per example make K micro-batches of
 size B exactly equivalent to one batch of K*B (gradient accumulation). Per-example
@@ -69,9 +73,10 @@ class SpaceLayout:
         return categorical[:, self.offsets[i]: self.offsets[i + 1]]
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
+def _block(cin: int, cout: int, pool_freq: bool) -> nn.Sequential:
+    pool = nn.MaxPool2d(2) if pool_freq else nn.MaxPool2d((1, 2))
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.GELU(),
-                         nn.MaxPool2d(2))
+                         pool)
 
 
 class MatchNet(nn.Module):
@@ -80,10 +85,10 @@ class MatchNet(nn.Module):
         self.layout = SpaceLayout(space)
         self.frontend = LogMel(features)
         chans = (1, *config.channels)
-        self.encoder = nn.Sequential(*[_block(a, b) for a, b in zip(chans, chans[1:],
-                                                                    strict=False)])
-        self.pool = nn.AdaptiveAvgPool2d((2, 8))
-        embed = config.channels[-1] * 16 + 2
+        self.encoder = nn.Sequential(*[_block(a, b, i < 2) for i, (a, b) in enumerate(
+            zip(chans, chans[1:], strict=False))])
+        self.pool = nn.AdaptiveAvgPool2d((16, 2))
+        embed = config.channels[-1] * 32 + 2
         self.trunk = nn.Sequential(nn.Linear(embed, config.hidden), nn.GELU(),
                                    nn.Dropout(config.dropout))
         self.continuous = nn.Linear(config.hidden, self.layout.num_continuous)

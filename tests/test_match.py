@@ -154,3 +154,17 @@ def test_refinement_never_returns_worse_than_its_start(tmp_path):
     # a budget of one evaluation keeps the start point
     kept = refiner.refine(start.patch, 60, clip, max_evals=1)
     assert kept.evaluations == 1 and kept.patch == start.patch
+
+
+def test_the_shipped_default_model_matches_without_a_checkpoint(tmp_path):
+    from model.match import DEFAULT_CHECKPOINT
+
+    assert DEFAULT_CHECKPOINT.stat().st_size < 30 * 2**20
+    card = (DEFAULT_CHECKPOINT.parent / "MODEL_CARD.md").read_text()
+    assert "python -m distributed.generate" in card and "python -m distributed.train" in card
+    sampler = Sampler(SamplerConfig(seed=21))
+    s = sampler.sample(0)
+    sf.write(tmp_path / "clip.wav", Renderer(sampler.space).render(s.patch, 62).audio, SR)
+    result = Matcher().match(tmp_path / "clip.wav")
+    assert result.preset.data["synth_version"] and 0 <= result.note <= 127
+    assert result.params[0]["confidence"] >= 0.0
