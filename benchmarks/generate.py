@@ -85,7 +85,7 @@ def bare_loop(draws, threads: int, warmup: bool, config) -> float:
     """Renders per second of plain vita threads over ``draws`` [(patch, note, base)]."""
     space = Sampler(SamplerConfig()).space
     template = Renderer(space, config)
-    text, slots = template._bases["synthmatch-base"]
+    text, slots = template.prepared_base()
     raws = [space.raw_from_patch(p) for p, _, _ in draws]
 
     def work(part):

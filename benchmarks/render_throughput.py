@@ -49,9 +49,9 @@ def main() -> None:
 
     synth = vita.Synth()
     synth.set_sample_rate(cfg.sample_rate)
-    synth.load_json(renderer._bases[base.name][0])  # the base with the routes connected
+    text, slots = renderer.prepared_base(base.name)  # the base with the routes connected
+    synth.load_json(text)
     controls = synth.get_controls()
-    slots = renderer._bases[base.name][1]
     keyed = [[(controls[f"modulation_{slots[k]}_amount"] if k in slots else controls[k], v)
               for k, v in raw.items()] for raw in raws]
 

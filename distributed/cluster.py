@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +34,3 @@ def cluster_cpus() -> int:
 
     return int(ray.cluster_resources().get("CPU", 1))
 
-
-def run_job(job: Callable[[], object], expected: tuple[type[BaseException], ...]) -> int:
-    """Run a job's body; an expected error is one clear line on stderr and exit code 2."""
-    try:
-        job()
-        return 0
-    except expected as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2

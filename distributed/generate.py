@@ -409,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from distributed.cluster import init_ray, run_job
+    from distributed.cli import run_job
+    from distributed.cluster import init_ray
 
     if args.verify:
         problems = fmt.verify(resolve(args.verify))

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.audio_input import AudioInputError, Clip, InputConfig, load_clip
+from model.audio_input import FORMATS, AudioInputError, Clip, InputConfig, load_clip
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.metrics import audio_distances, predictions
 from model.network import Outputs
@@ -171,7 +171,7 @@ class Matcher:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m model.match", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("audio", type=Path, help=f"a clip of one note ({FORMATS_HELP})")
+    p.add_argument("audio", type=Path, help=f"a clip of one note ({FORMATS})")
     p.add_argument("-o", "--out", type=Path, required=True, help="output .vital preset")
     p.add_argument("--checkpoint", type=Path, help="model.pt (default: the shipped model)")
     p.add_argument("--preview", type=Path, help="also render the preset here (.wav)")
@@ -213,8 +213,6 @@ def main(argv: list[str] | None = None) -> int:
              result.note_source, result.distance["audio/mrstft"], result.timings_ms["total"])
     return 0
 
-
-FORMATS_HELP = "WAV, FLAC, OGG or MP3"
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -137,6 +137,10 @@ class Renderer:
     def base_names(self) -> list[str]:
         return list(self._bases)
 
+    def prepared_base(self, name: str = BASE_NAME) -> tuple[str, dict[str, int]]:
+        """A base preset's JSON with every route connected, and each route's slot (1-based)."""
+        return self._bases[name]
+
     def _load(self, base: str) -> dict[str, int]:
         if base not in self._bases:
             raise RenderError(f"unknown base preset {base!r}; this renderer has "
