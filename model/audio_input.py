@@ -28,6 +28,23 @@ class AudioInputError(ValueError):
         self.source, self.problem = source, problem
 
 
+def sniff_format(head: bytes) -> str | None:
+    """The container a file's first bytes announce ("wav", "flac", "ogg", "mp3"), or None.
+
+    Lets a server tell "not an audio file at all" (wrong type) from "an audio file
+    that does not decode" (corrupt) before decoding.
+    """
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "mp3"
+    return None
+
+
 @dataclass(frozen=True)
 class InputConfig:
     max_seconds: float = 30.0

@@ -40,6 +40,23 @@ UNIFORM_STD = 0.2887  # standard deviation of U(0, 1)
 
 
 @dataclass
+class Prediction:
+    """The network's answer for one clip, before the note check and refinement."""
+
+    patch: Patch
+    note: int  # the note head's argmax
+    note_prob: float
+    confidence: np.ndarray  # per parameter, in ``space.params`` order, in [0, 1]
+
+
+@dataclass
+class NoteChoice:
+    note: int
+    source: str  # "model" or "f0"
+    f0_note: float | None
+
+
+@dataclass
 class MatchResult:
     preset: Preset
     patch: Patch
@@ -70,15 +87,14 @@ def f0_midi(audio: np.ndarray, sample_rate: int) -> float | None:
     return float(librosa.hz_to_midi(np.median(f0))) if loud and f0.size else None
 
 
-def _mean_logits(categorical: torch.Tensor, layout) -> torch.Tensor:
-    """Mean class probabilities over the batch, as log-probabilities in the flat layout."""
-    parts = [torch.log(torch.softmax(layout.logits(categorical, i), 1).mean(0, keepdim=True))
-             for i in range(len(layout.classes))]
-    return torch.cat(parts, dim=1)
-
-
 class Matcher:
-    """Loads a checkpoint once; ``match`` turns a clip into a preset."""
+    """Loads a checkpoint once and turns clips into presets.
+
+    ``match`` runs every stage in this process. The stages are public so that a
+    service can run them apart (the Serve app batches ``predict`` across requests
+    and renders on other replicas): ``load`` -> ``predict`` -> ``choose_note`` ->
+    ``refine`` (optional) -> ``finish``.
+    """
 
     def __init__(self, checkpoint: str | Path | None = None,
                  input_config: InputConfig | None = None, mc_passes: int = 8):
@@ -86,86 +102,149 @@ class Matcher:
         if checkpoint is None and not path.exists():
             raise CheckpointError(f"{path}: no default model is shipped yet; pass --checkpoint")
         self.ckpt = load_checkpoint(path)
+        self.space = self.ckpt.space
         self.input_config = input_config or InputConfig()
         self.mc_passes = mc_passes
         feats = self.ckpt.features
         self.render_config = RenderConfig(sample_rate=feats.sample_rate,
                                           render_dur=feats.duration_s,
                                           note_dur=round(feats.duration_s * 0.75, 3))
-        self.renderer = Renderer(self.ckpt.space, self.render_config)
+        self._renderer: Renderer | None = None
         self._refiner = None
+        self._modules = {p.name: p.module for p in self.space.params}
+
+    @property
+    def renderer(self) -> Renderer:
+        """This matcher's own synth, made on first use (a predict-only replica needs none)."""
+        if self._renderer is None:
+            self._renderer = Renderer(self.space, self.render_config)
+        return self._renderer
+
+    @property
+    def modules(self) -> dict[str, str]:
+        """Parameter name -> Vital module, for grouping (the tutorial)."""
+        return self._modules
 
     def load(self, source, name: str | None = None) -> Clip:
         f = self.ckpt.features
         return load_clip(source, f.sample_rate, f.num_samples, self.input_config, name)
 
     @torch.no_grad()
+    def predict(self, audio: list[np.ndarray] | np.ndarray) -> list[Prediction]:
+        """Predict a batch of prepared clips (``Clip.audio``) in one pass.
+
+        The encoder runs once per clip; the dropout part of the network (the MLP and
+        heads) runs ``mc_passes`` times on each embedding, with dropout on: the mean is
+        the prediction, the spread the continuous parameters' confidence (a small
+        ensemble for the price of one encoder pass). Categorical confidence: the
+        predicted class's mean probability.
+        """
+        model, layout = self.ckpt.model, self.ckpt.model.layout
+        x = torch.from_numpy(np.stack([np.asarray(a, dtype=np.float32) for a in audio]))
+        b, k = x.shape[0], max(1, self.mc_passes)
+        h = model.embed(x)
+        if k > 1:
+            model.train()
+            try:
+                mc = model.heads(h.repeat_interleave(k, dim=0))
+            finally:
+                model.eval()
+            cont = mc.continuous.view(b, k, -1)
+            spread = cont.std(dim=1).numpy()
+            cont = cont.mean(1)
+            cat_probs = [torch.softmax(layout.logits(mc.categorical, i), 1).view(b, k, -1).mean(1)
+                         for i in range(len(layout.classes))]
+            note_probs = torch.softmax(mc.note, 1).view(b, k, -1).mean(1)
+        else:
+            out = model.heads(h)
+            cont, spread = out.continuous, np.zeros((b, layout.num_continuous))
+            cat_probs = [torch.softmax(layout.logits(out.categorical, i), 1)
+                         for i in range(len(layout.classes))]
+            note_probs = torch.softmax(out.note, 1)
+        patches, notes = predictions(Outputs(cont, torch.log(torch.cat(cat_probs, 1)),
+                                             torch.log(note_probs)), layout)
+        cont_conf = np.clip(1.0 - spread / UNIFORM_STD, 0.0, 1.0)
+        cat_conf = torch.stack([p.max(1).values for p in cat_probs], 1).numpy()
+        return [Prediction(patches[i], notes[i], float(note_probs[i, notes[i]]),
+                           np.concatenate([cont_conf[i], cat_conf[i]]).astype(np.float64))
+                for i in range(b)]
+
+    def choose_note(self, prediction: Prediction, clip: Clip) -> NoteChoice:
+        """The note head's answer, unless it is unsure and the f0 estimate disagrees."""
+        f0 = f0_midi(clip.audio, clip.sample_rate)
+        if f0 is not None and abs(prediction.note - f0) > 1.0 and prediction.note_prob < 0.5:
+            return NoteChoice(int(np.clip(round(f0), 0, 127)), "f0", f0)
+        return NoteChoice(prediction.note, "model", f0)
+
+    def refine(self, clip: Clip, patch: Patch, note: int, seconds: float,
+               evals: int = 400) -> tuple[Patch, dict]:
+        """Search from ``patch`` for up to ``seconds`` / ``evals`` renders; never worse."""
+        from model.refine import Refiner
+
+        if self._refiner is None:
+            self._refiner = Refiner(self.space, self.render_config)
+        r = self._refiner.refine(patch, note, clip.audio, max_evals=evals, max_seconds=seconds)
+        return r.patch, {"distance_before": r.start_distance, "distance_after": r.best_distance,
+                         "evaluations": r.evaluations, "seconds": round(r.seconds, 2)}
+
+    def parameters(self, patch: Patch, confidence: np.ndarray | None = None) -> list[dict]:
+        """Each parameter's name, raw value, Vital's display text and confidence."""
+        renderer = self.renderer
+        renderer.apply(patch)
+        raw = self.space.raw_from_patch(patch)
+        rows = []
+        for i, p in enumerate(self.space.params):
+            text = (renderer.synth.get_control_text(p.name) if p.control is not None
+                    else f"{raw[p.name]:+.3f}")
+            row = {"name": p.name, "value": raw[p.name], "text": text}
+            if confidence is not None:
+                row["confidence"] = round(float(confidence[i]), 4)
+            rows.append(row)
+        return rows
+
+    def finish(self, clip: Clip, prediction: Prediction, note: NoteChoice,
+               patch: Patch | None = None, refinement: dict | None = None,
+               timings_ms: dict | None = None) -> MatchResult:
+        """Display texts, the preview render at the chosen note, its distance to the clip
+        and the named preset, for ``patch`` (default: the prediction's)."""
+        t0 = time.perf_counter()
+        patch = prediction.patch if patch is None else patch
+        params = self.parameters(patch, prediction.confidence)
+        preview = self.renderer.render(patch, note.note).audio
+        t1 = time.perf_counter()
+        distance = audio_distances(preview, clip.audio, clip.sample_rate)
+        stem = Path(clip.source).name
+        preset = apply_patch(base_preset(), self.space, patch,
+                             name=f"synthmatch {Path(stem).stem}"[:64],
+                             comments=f"Made by synthmatch from the clip '{stem}' (model "
+                                      f"{self.space.id}, note {note.note}). Starts from "
+                                      "synthmatch's base preset (Vital's init with a "
+                                      "basic-shapes wavetable).")
+        timings = dict(timings_ms or {})
+        timings["render"] = 1000 * (t1 - t0)
+        timings["distance_and_preset"] = 1000 * (time.perf_counter() - t1)
+        return MatchResult(preset, patch, note.note, note.source, note.f0_note, params, preview,
+                           distance, timings, refinement)
+
     def match(self, source, name: str | None = None, refine_seconds: float = 0.0,
               refine_evals: int = 400) -> MatchResult:
         """Match a clip; with ``refine_seconds`` > 0, refine the prediction by search."""
         t0 = time.perf_counter()
         clip = self.load(source, name)
         t1 = time.perf_counter()
-        model, layout, space = self.ckpt.model, self.ckpt.model.layout, self.ckpt.space
-        x = torch.from_numpy(clip.audio)[None]
-        if self.mc_passes > 1:
-            # One batched pass with dropout on: its mean is the prediction, its spread the
-            # continuous confidence (a small ensemble at the cost of one forward pass).
-            model.train()
-            mc = model(x.expand(self.mc_passes, -1))
-            model.eval()
-            spread = mc.continuous.std(dim=0).numpy()
-            out = Outputs(mc.continuous.mean(0, keepdim=True),
-                          _mean_logits(mc.categorical, layout),
-                          torch.log(torch.softmax(mc.note, 1).mean(0, keepdim=True)))
-        else:
-            out = model(x)
-            spread = np.zeros(len(space.continuous))
-        patches, notes = predictions(out, layout)
-        patch, note = patches[0], notes[0]
-        note_prob = float(torch.softmax(out.note[0], 0)[note])
+        prediction = self.predict([clip.audio])[0]
         t2 = time.perf_counter()
-        f0 = f0_midi(clip.audio, clip.sample_rate)
-        note_source = "model"
-        if f0 is not None and abs(note - f0) > 1.0 and note_prob < 0.5:
-            note, note_source = int(np.clip(round(f0), 0, 127)), "f0"
-        refinement = None
-        if refine_seconds > 0:
-            from model.refine import Refiner
-
-            if self._refiner is None:
-                self._refiner = Refiner(space, self.render_config)
-            r = self._refiner.refine(patch, note, clip.audio, max_evals=refine_evals,
-                                     max_seconds=refine_seconds)
-            patch = r.patch
-            refinement = {"distance_before": r.start_distance, "distance_after": r.best_distance,
-                          "evaluations": r.evaluations, "seconds": round(r.seconds, 2)}
-        cont_conf = np.clip(1.0 - spread / UNIFORM_STD, 0.0, 1.0)
-        cat_conf = [float(torch.softmax(layout.logits(out.categorical, i)[0], 0).max())
-                    for i in range(len(layout.classes))]
-        self.renderer.apply(patch)
-        raw = space.raw_from_patch(patch)
-        params = []
-        for i, p in enumerate(space.params):
-            conf = cont_conf[i] if i < len(space.continuous) else cat_conf[i - len(
-                space.continuous)]
-            text = (self.renderer.synth.get_control_text(p.name) if p.control is not None
-                    else f"{raw[p.name]:+.3f}")
-            params.append({"name": p.name, "value": raw[p.name], "text": text,
-                           "confidence": round(float(conf), 4)})
-        preview = self.renderer.render(patch, note).audio
+        note = self.choose_note(prediction, clip)
         t3 = time.perf_counter()
-        distance = audio_distances(preview, clip.audio, clip.sample_rate)
-        stem = Path(clip.source).name
-        preset = apply_patch(base_preset(), space, patch,
-                             name=f"synthmatch {Path(stem).stem}"[:64],
-                             comments=f"Made by synthmatch from the clip '{stem}' (model "
-                                      f"{space.id}, note {note}). Starts from synthmatch's base "
-                                      "preset (Vital's init with a basic-shapes wavetable).")
-        return MatchResult(preset, patch, note, note_source, f0, params, preview, distance, {
-            "read": 1000 * (t1 - t0), "predict": 1000 * (t2 - t1),
-            "refine_and_render": 1000 * (t3 - t2),
-            "total": 1000 * (time.perf_counter() - t0)}, refinement)
+        patch, refinement = prediction.patch, None
+        if refine_seconds > 0:
+            patch, refinement = self.refine(clip, patch, note.note, refine_seconds, refine_evals)
+        t4 = time.perf_counter()
+        timings = {"read": 1000 * (t1 - t0), "predict": 1000 * (t2 - t1),
+                   "f0": 1000 * (t3 - t2), "refine": 1000 * (t4 - t3)}
+        result = self.finish(clip, prediction, note, patch, refinement, timings)
+        result.timings_ms["total"] = 1000 * (time.perf_counter() - t0)
+        return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,8 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.tutorial:
             from model.tutorial import write_tutorial
 
-            modules = {p.name: p.module for p in matcher.ckpt.space.params}
-            tutorial = write_tutorial(result.params, modules, result.note)
+            tutorial = write_tutorial(result.params, matcher.modules, result.note)
             report["tutorial"] = {"text": tutorial.text, "source": tutorial.source,
                                   "note": tutorial.note}
             print(tutorial.text)

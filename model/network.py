@@ -95,10 +95,17 @@ class MatchNet(nn.Module):
         self.categorical = nn.Linear(config.hidden, self.layout.offsets[-1])
         self.note = nn.Linear(config.hidden, 128)
 
-    def forward(self, audio: torch.Tensor) -> Outputs:
-        """``audio``: mono ``(B, N)`` at the feature sample rate."""
+    def embed(self, audio: torch.Tensor) -> torch.Tensor:
+        """``audio``: mono ``(B, N)`` at the feature sample rate -> ``(B, E)`` embedding."""
         x = self.frontend(audio)
         level = torch.stack([x.mean(dim=(1, 2, 3)), x.amax(dim=(1, 2, 3))], dim=1)
-        h = self.pool(self.encoder(x)).flatten(1)
-        h = self.trunk(torch.cat([h, level], dim=1))
+        return torch.cat([self.pool(self.encoder(x)).flatten(1), level], dim=1)
+
+    def heads(self, embedding: torch.Tensor) -> Outputs:
+        """The MLP and the output heads (the only part with dropout)."""
+        h = self.trunk(embedding)
         return Outputs(torch.sigmoid(self.continuous(h)), self.categorical(h), self.note(h))
+
+    def forward(self, audio: torch.Tensor) -> Outputs:
+        """``audio``: mono ``(B, N)`` at the feature sample rate."""
+        return self.heads(self.embed(audio))

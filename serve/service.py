@@ -1,0 +1,221 @@
+"""What the API and the demo both call: matching, rendering and tutorials over Serve handles.
+
+A match request flows through the deployments of ``serve.app``:
+
+    ingress: read + check the upload (model.audio_input)
+      -> Model.predict (batched across requests)
+      -> ingress: note check against the clip's f0
+      -> Refine.refine (only when asked)
+      -> Render.finish (display texts, preview render, distance, preset)
+      -> ingress: tutorial (Claude or the offline template), JSON
+
+Each stage is the same ``model.match.Matcher`` code the CLI runs in one process.
+Every refusal is an :class:`ApiError` with its HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from model.audio_input import FORMATS, AudioInputError, InputConfig, sniff_format
+from model.match import DEFAULT_CHECKPOINT, Matcher, MatchResult, f0_midi
+from model.tutorial import Tutorial, write_tutorial
+from serve.config import ServeConfig
+from serve.errors import ApiError
+from synth.preset import PresetError, parse_preset
+from synth.render import RenderError
+
+log = logging.getLogger("serve")
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """16-bit PCM WAV (what every browser and DAW plays)."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def safe_name(filename: str | None, fallback: str = "upload") -> str:
+    """A client's file name, reduced to its last path part and harmless characters."""
+    name = Path(str(filename or "")).name
+    name = re.sub(r"[^A-Za-z0-9._ -]+", "_", name).strip(" .")[:80]
+    return name or fallback
+
+
+@dataclass
+class MatchOutput:
+    result: MatchResult
+    tutorial: Tutorial | None
+    filename: str  # suggested .vital file name
+    batch_size: int  # how many requests shared the model pass
+
+    def to_json(self, sample_rate: int, preview: bool) -> dict:
+        r = self.result
+        out = {
+            "preset": {"name": r.preset.data.get("preset_name"), "filename": self.filename,
+                       "content": r.preset.to_json()},
+            "note": r.note, "note_source": r.note_source,
+            "f0_note": None if r.f0_note is None else round(r.f0_note, 2),
+            "parameters": r.params,
+            "distance": {k.split("/")[-1]: round(v, 4) for k, v in r.distance.items()},
+            "refinement": r.refinement,
+            "timings_ms": {k: round(v, 1) for k, v in r.timings_ms.items()},
+            "batch_size": self.batch_size,
+            "tutorial": None if self.tutorial is None else {
+                "text": self.tutorial.text, "source": self.tutorial.source,
+                "note": self.tutorial.note},
+        }
+        if preview:
+            out["preview_wav_base64"] = base64.b64encode(
+                wav_bytes(r.preview, sample_rate)).decode()
+        return out
+
+
+class MatchService:
+    """Holds the deployment handles and the ingress's own (synth-free) Matcher."""
+
+    def __init__(self, model, render, refine, config: ServeConfig):
+        self.model, self.render, self.refine = model, render, refine
+        self.config = config
+        path = Path(config.checkpoint) if config.checkpoint else DEFAULT_CHECKPOINT
+        self.matcher = Matcher(path, InputConfig(max_seconds=config.max_clip_seconds))
+        self.sample_rate = self.matcher.render_config.sample_rate
+        self.model_version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        self.checkpoint_name = path.name
+        # the f0 estimate's first call compiles (numba): do it now, not on a request
+        tone = np.sin(2 * np.pi * 220 * np.arange(self.sample_rate) / self.sample_rate)
+        f0_midi(tone.astype(np.float32), self.sample_rate)
+
+    # -- info -------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        ckpt, cfg = self.matcher.ckpt, self.config
+        metrics = ckpt.training.get("metrics", {})
+        return {
+            "model": {"version": self.model_version, "checkpoint": self.checkpoint_name,
+                      "space_id": ckpt.space.id, "scope": ckpt.space.name,
+                      "parameters": len(ckpt.space.params),
+                      "continuous": len(ckpt.space.continuous),
+                      "categorical": len(ckpt.space.categorical),
+                      "validation": {k: metrics[k] for k in sorted(metrics)
+                                     if k.startswith(("val/mae/all", "val/acc"))}},
+            "audio": {"sample_rate": self.sample_rate, "window_s": ckpt.features.duration_s,
+                      "formats": FORMATS},
+            "limits": {"max_upload_mb": cfg.max_upload_mb,
+                       "max_clip_seconds": cfg.max_clip_seconds,
+                       "max_refine_seconds": cfg.max_refine_seconds,
+                       "request_timeout_s": cfg.request_timeout_s},
+            "auth": cfg.auth_token() is not None,
+        }
+
+    # -- helpers ----------------------------------------------------------------------
+
+    async def _call(self, response, deadline: float, what: str):
+        """Await a deployment call, within what is left of the request's time."""
+        left = deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            return await asyncio.wait_for(_awaitable(response), left)
+        except TimeoutError:
+            response.cancel()
+            raise ApiError(504, "timeout", f"{what} did not finish within the request's "
+                                           f"{self.config.request_timeout_s:g} s limit") from None
+
+    def _check_upload(self, data: bytes, name: str) -> None:
+        if not data:
+            raise ApiError(422, "invalid_audio", f"{name}: the upload is empty")
+        if sniff_format(data[:16]) is None:
+            raise ApiError(415, "unsupported_media_type",
+                           f"{name}: not an audio file; send {FORMATS}")
+
+    def _parse_preset(self, data: bytes, name: str):
+        if not data:
+            raise ApiError(422, "invalid_preset", f"{name}: the upload is empty")
+        try:
+            return parse_preset(data, source=name)
+        except PresetError as exc:
+            raise ApiError(422, "invalid_preset", str(exc)) from None
+
+    # -- the three operations -----------------------------------------------------------
+
+    async def match(self, data: bytes, filename: str | None, refine_seconds: float = 0.0,
+                    tutorial: bool = False, description: str = "") -> MatchOutput:
+        cfg = self.config
+        name = safe_name(filename, "upload")
+        if not 0.0 <= refine_seconds <= cfg.max_refine_seconds:
+            raise ApiError(422, "invalid_request",
+                           f"refine_seconds = {refine_seconds:g}; allowed 0 to "
+                           f"{cfg.max_refine_seconds:g}")
+        start = time.monotonic()
+        deadline = start + cfg.request_timeout_s + refine_seconds
+        self._check_upload(data, name)
+        try:
+            clip = await asyncio.to_thread(self.matcher.load, data, name)
+        except AudioInputError as exc:
+            raise ApiError(422, "invalid_audio", str(exc)) from None
+        t_read = time.monotonic()
+        prediction, batch_size = await self._call(self.model.predict.remote(clip.audio),
+                                                  deadline, "the model")
+        t_pred = time.monotonic()
+        note = await asyncio.to_thread(self.matcher.choose_note, prediction, clip)
+        patch, refinement = prediction.patch, None
+        t_note = time.monotonic()
+        if refine_seconds > 0:
+            patch, refinement = await self._call(
+                self.refine.refine.remote(clip, patch, note.note, refine_seconds,
+                                          cfg.refine_evals), deadline, "refinement")
+        t_refine = time.monotonic()
+        timings = {"read": t_read - start, "predict": t_pred - t_read, "f0": t_note - t_pred,
+                   "refine": t_refine - t_note}
+        result: MatchResult = await self._call(
+            self.render.finish.remote(clip, prediction, note, patch, refinement,
+                                      {k: 1000 * v for k, v in timings.items()}),
+            deadline, "rendering")
+        tut = None
+        if tutorial:
+            tut = await asyncio.to_thread(write_tutorial, result.params, self.matcher.modules,
+                                          result.note, description)
+        result.timings_ms["total"] = 1000 * (time.monotonic() - start)
+        stem = Path(name).stem or "upload"
+        return MatchOutput(result, tut, f"synthmatch-{stem}.vital", batch_size)
+
+    async def render_preset(self, data: bytes, filename: str | None, note: int,
+                            velocity: float) -> bytes:
+        name = safe_name(filename, "preset.vital")
+        preset = self._parse_preset(data, name)
+        deadline = time.monotonic() + self.config.request_timeout_s
+        try:
+            audio = await self._call(self.render.render_preset.remote(preset, note, velocity),
+                                     deadline, "rendering")
+        except RenderError as exc:
+            raise ApiError(422, "invalid_preset", f"{name}: {exc}") from None
+        return wav_bytes(audio, self.sample_rate)
+
+    async def tutorial(self, data: bytes, filename: str | None, note: int | None,
+                       description: str) -> Tutorial:
+        name = safe_name(filename, "preset.vital")
+        preset = self._parse_preset(data, name)
+        deadline = time.monotonic() + self.config.request_timeout_s
+        try:
+            params = await self._call(self.render.parameters.remote(preset), deadline,
+                                      "reading the preset")
+        except PresetError as exc:
+            raise ApiError(422, "invalid_preset", str(exc)) from None
+        return await asyncio.to_thread(write_tutorial, params, self.matcher.modules, note,
+                                       description)
+
+
+async def _awaitable(response):
+    return await response
