@@ -37,24 +37,41 @@ log = logging.getLogger("model.evaluate")
 METHODS = ("init", "nearest", "model")
 
 
-def _rows(root: str, want_validation: bool, fraction: float, limit: int, num_samples: int):
+def _rows(root: str, want_validation: bool, fraction: float, limit: int, num_samples: int,
+          chunk: int = 1024):
+    """Decoded rows of one side of the split, on the synthmatch base preset, at most
+    ``limit`` (0: all). Yields dicts of arrays ``chunk`` source rows at a time, so a large
+    training set never sits decoded in memory at once."""
     table = read_rows(root)
-    batch = {name: table.column(name).to_numpy(zero_copy_only=False)
-             for name in ("id", "note", "valid", "base", "strategy", "audio")}
-    batch["continuous"] = table.column("continuous").to_pylist()
-    batch["categorical"] = table.column("categorical").to_pylist()
-    rows = decode_batch(batch, num_samples, want_validation, fraction)
-    base_ok = np.array([b == "synthmatch-base" for b in batch["base"]])[
-        np.isin(batch["id"], rows["id"])]
-    keep = np.flatnonzero(base_ok)[:limit] if limit else np.flatnonzero(base_ok)
-    return {k: v[keep] for k, v in rows.items()}
+    taken = 0
+    for start in range(0, table.num_rows, chunk):
+        part = table.slice(start, chunk)
+        batch = {name: part.column(name).to_numpy(zero_copy_only=False)
+                 for name in ("id", "note", "valid", "base", "strategy", "audio")}
+        batch["continuous"] = part.column("continuous").to_pylist()
+        batch["categorical"] = part.column("categorical").to_pylist()
+        rows = decode_batch(batch, num_samples, want_validation, fraction)
+        base_ok = np.array([b == "synthmatch-base" for b in batch["base"]])[
+            np.isin(batch["id"], rows["id"])]
+        keep = np.flatnonzero(base_ok)
+        if limit:
+            keep = keep[: limit - taken]
+        taken += len(keep)
+        yield {k: v[keep] for k, v in rows.items()}
+        if limit and taken >= limit:
+            return
+
+
+def _all_rows(*args, **kwargs) -> dict[str, np.ndarray]:
+    parts = list(_rows(*args, **kwargs))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 class Evaluator:
     """Scores the model and the baselines against target clips."""
 
     def __init__(self, ckpt: Checkpoint, train_data: str | None, render: RenderConfig,
-                 max_train: int = 5000):
+                 max_train: int = 0):
         self.ckpt, self.render_cfg = ckpt, render
         self.renderer = Renderer(ckpt.space, render)
         self.init = Renderer(ckpt.space, render)
@@ -62,9 +79,14 @@ class Evaluator:
         self.train = None
         if train_data:
             fraction = ckpt.training.get("config", {}).get("val_fraction", 0.1)
-            self.train = _rows(train_data, False, fraction, max_train,
-                               ckpt.features.num_samples)
-            self.train_feats = self._features(self.train["audio"])
+            self.train, feats = {"continuous": [], "categorical": [], "id": []}, []
+            for part in _rows(train_data, False, fraction, max_train,
+                              ckpt.features.num_samples):
+                feats.append(self._features(part["audio"]))
+                for k in self.train:
+                    self.train[k].append(part[k])
+            self.train = {k: np.concatenate(v) for k, v in self.train.items()}
+            self.train_feats = torch.cat(feats)
             log.info("nearest-neighbour baseline over %d training presets",
                      len(self.train["id"]))
 
@@ -110,7 +132,7 @@ def summarise(scores: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
 
 def evaluate_data(ev: Evaluator, data: str, limit: int) -> dict:
     fraction = ev.ckpt.training.get("config", {}).get("val_fraction", 0.1)
-    rows = _rows(data, True, fraction, limit, ev.ckpt.features.num_samples)
+    rows = _all_rows(data, True, fraction, limit, ev.ckpt.features.num_samples)
     if not len(rows["id"]):
         raise ValueError(f"{data}: no validation rows on the synthmatch base preset")
     params = ParamMetrics(ev.ckpt.model.layout)

@@ -18,6 +18,7 @@ import json
 import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +27,9 @@ import torch
 
 from model.audio_input import FORMATS, AudioInputError, Clip, InputConfig, load_clip
 from model.checkpoint import CheckpointError, load_checkpoint
-from model.metrics import audio_distances, predictions
+from model.metrics import mrstft_distance, predictions
 from model.network import Outputs
-from synth.audio import write_wav
+from synth.audio import log_mel_distance, write_wav
 from synth.base import base_preset
 from synth.preset import Preset, apply_patch, save_preset
 from synth.render import RenderConfig, Renderer
@@ -37,6 +38,7 @@ from synth.space import Patch
 log = logging.getLogger("model.match")
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default" / "model.pt"
 UNIFORM_STD = 0.2887  # standard deviation of U(0, 1)
+_UNSET = object()
 
 
 @dataclass
@@ -112,6 +114,7 @@ class Matcher:
         self._renderer: Renderer | None = None
         self._refiner = None
         self._modules = {p.name: p.module for p in self.space.params}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="matcher")
 
     @property
     def renderer(self) -> Renderer:
@@ -169,9 +172,12 @@ class Matcher:
                            np.concatenate([cont_conf[i], cat_conf[i]]).astype(np.float64))
                 for i in range(b)]
 
-    def choose_note(self, prediction: Prediction, clip: Clip) -> NoteChoice:
-        """The note head's answer, unless it is unsure and the f0 estimate disagrees."""
-        f0 = f0_midi(clip.audio, clip.sample_rate)
+    def choose_note(self, prediction: Prediction, clip: Clip,
+                    f0: float | None | object = _UNSET) -> NoteChoice:
+        """The note head's answer, unless it is unsure and the f0 estimate disagrees
+        (``f0``: the clip's ``f0_midi`` if already known)."""
+        if f0 is _UNSET:
+            f0 = f0_midi(clip.audio, clip.sample_rate)
         if f0 is not None and abs(prediction.note - f0) > 1.0 and prediction.note_prob < 0.5:
             return NoteChoice(int(np.clip(round(f0), 0, 127)), "f0", f0)
         return NoteChoice(prediction.note, "model", f0)
@@ -212,7 +218,12 @@ class Matcher:
         params = self.parameters(patch, prediction.confidence)
         preview = self.renderer.render(patch, note.note).audio
         t1 = time.perf_counter()
-        distance = audio_distances(preview, clip.audio, clip.sample_rate)
+        # the two distances on two threads (both release the GIL in their FFTs)
+        n = min(len(preview), len(clip.audio))
+        logmel = self._pool.submit(log_mel_distance, preview[:n], clip.audio[:n],
+                                   clip.sample_rate)
+        distance = {"audio/mrstft": mrstft_distance(preview, clip.audio),
+                    "audio/logmel_l1": logmel.result()}
         stem = Path(clip.source).name
         preset = apply_patch(base_preset(), self.space, patch,
                              name=f"synthmatch {Path(stem).stem}"[:64],
@@ -232,9 +243,10 @@ class Matcher:
         t0 = time.perf_counter()
         clip = self.load(source, name)
         t1 = time.perf_counter()
+        f0 = self._pool.submit(f0_midi, clip.audio, clip.sample_rate)  # beside the network
         prediction = self.predict([clip.audio])[0]
         t2 = time.perf_counter()
-        note = self.choose_note(prediction, clip)
+        note = self.choose_note(prediction, clip, f0.result())
         t3 = time.perf_counter()
         patch, refinement = prediction.patch, None
         if refine_seconds > 0:

@@ -78,8 +78,8 @@ def predictions(out: Outputs, layout: SpaceLayout) -> tuple[list[Patch], list[in
 _mrstft = None
 
 
-def audio_distances(pred: np.ndarray, target: np.ndarray, sample_rate: int) -> dict[str, float]:
-    """auraloss multi-resolution STFT distance and log-mel L1 between two mono renders."""
+def mrstft_distance(pred: np.ndarray, target: np.ndarray) -> float:
+    """auraloss's ``MultiResolutionSTFTLoss()`` (default arguments) between two mono renders."""
     global _mrstft
     import auraloss
 
@@ -89,6 +89,11 @@ def audio_distances(pred: np.ndarray, target: np.ndarray, sample_rate: int) -> d
     a = torch.from_numpy(np.ascontiguousarray(pred[:n], dtype=np.float32))[None, None]
     b = torch.from_numpy(np.ascontiguousarray(target[:n], dtype=np.float32))[None, None]
     with torch.no_grad():
-        mr = float(_mrstft(a, b))
-    return {"audio/mrstft": mr, "audio/logmel_l1": log_mel_distance(pred[:n], target[:n],
-                                                                   sample_rate)}
+        return float(_mrstft(a, b))
+
+
+def audio_distances(pred: np.ndarray, target: np.ndarray, sample_rate: int) -> dict[str, float]:
+    """auraloss multi-resolution STFT distance and log-mel L1 between two mono renders."""
+    n = min(len(pred), len(target))
+    return {"audio/mrstft": mrstft_distance(pred, target),
+            "audio/logmel_l1": log_mel_distance(pred[:n], target[:n], sample_rate)}

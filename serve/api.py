@@ -188,13 +188,13 @@ def build_api(service: MatchService) -> FastAPI:
         t = await service.tutorial(data, preset.filename, note, description)
         return {"text": t.text, "source": t.source, "note": t.note}
 
-    if cfg.cors_origins:
+    app.add_middleware(GuardMiddleware, service=service)
+    if cfg.cors_origins:  # outermost: preflights (which carry no token) are answered here
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins),
                            allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(GuardMiddleware, service=service)
     if cfg.demo:
         import gradio as gr
 

@@ -106,6 +106,8 @@ def test_health_info_and_docs(server):
     assert info["model"]["space_id"] == get_space("core").id
     assert info["model"]["scope"] == "core" and info["model"]["parameters"] == 92
     assert info["limits"]["max_upload_mb"] == 20 and info["auth"] is False
+    cross = requests.get(f"{base}/v1/info", headers={"Origin": "https://elsewhere.example"})
+    assert "access-control-allow-origin" not in cross.headers  # CORS is off by default
     assert "swagger" in requests.get(f"{base}/docs").text.lower()
     paths = requests.get(f"{base}/openapi.json").json()["paths"]
     assert {"/v1/match", "/v1/render", "/v1/tutorial", "/v1/info", "/healthz"} <= set(paths)
@@ -198,10 +200,11 @@ def test_concurrent_requests_share_model_batches(server, clip_wav):
     assert len(notes) == 1  # the same clip gets the same answer whatever its batch
 
 
-def test_auth_and_timeouts_when_configured(server, clip_wav):
+def test_auth_cors_and_timeouts_when_configured(server, clip_wav):
     base, serve = server
     try:
-        _deploy(serve, {"auth_token_env": TOKEN_ENV, "request_timeout_s": 0.001})
+        _deploy(serve, {"auth_token_env": TOKEN_ENV, "request_timeout_s": 0.001,
+                        "cors_origins": ["https://studio.example"]})
         end = time.monotonic() + 120
         while requests.get(f"{base}/v1/info").status_code != 401:
             assert time.monotonic() < end, "the locked-down config never took effect"
@@ -216,6 +219,12 @@ def test_auth_and_timeouts_when_configured(server, clip_wav):
         info = requests.get(f"{base}/v1/info", headers=ok)
         assert info.status_code == 200 and info.json()["auth"] is True
         assert requests.get(f"{base}/healthz").status_code == 200  # open to probes
+        cross = requests.get(f"{base}/v1/info", headers={**ok, "Origin": "https://studio.example"})
+        assert cross.headers["access-control-allow-origin"] == "https://studio.example"
+        preflight = requests.options(f"{base}/v1/match", headers={
+            "Origin": "https://studio.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization"})
+        assert preflight.status_code == 200
         _error(requests.post(f"{base}/v1/match", files={"audio": ("c.wav", clip_wav)},
                              headers=ok, timeout=60), 504, "timeout", "limit")
         assert resp
