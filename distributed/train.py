@@ -36,7 +36,7 @@ import torch
 from distributed import dataset as fmt
 from distributed.storage import resolve
 from model.checkpoint import FILENAME, save_checkpoint, unwrap
-from model.data import COLUMNS, decode_batch
+from model.data import COLUMNS, audio_tensor, decode_batch
 from model.features import FeatureConfig
 from model.loss import LossConfig, MatchLoss, Targets
 from model.metrics import ParamMetrics, audio_distances, predictions
@@ -60,6 +60,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per step on each worker
     epochs: int = 20
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # or "cosine": lr * (1 + cos(pi * epoch / epochs)) / 2
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     val_fraction: float = 0.1
@@ -84,6 +85,8 @@ class TrainConfig:
                 f"a positive multiple of workers x grad_accum ({self.workers * self.grad_accum})")
         require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
         require(0 < self.lr < 1, "lr", self.lr, "0 < lr < 1")
+        require(self.lr_schedule in ("constant", "cosine"), "lr_schedule", self.lr_schedule,
+                "'constant' or 'cosine'")
         require(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
         require(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "0 < f < 1")
         require(self.patience >= 1, "patience", self.patience, ">= 1")
@@ -118,7 +121,7 @@ class Batch:
 
 
 def to_batch(tensors: dict[str, torch.Tensor]) -> Batch:
-    return Batch(tensors["audio"], Targets(tensors["continuous"].float(),
+    return Batch(audio_tensor(tensors["audio"]), Targets(tensors["continuous"].float(),
                                            tensors["categorical"].long(), tensors["note"].long()))
 
 
@@ -224,6 +227,9 @@ def train_func(config: dict) -> None:
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
+        lr = epoch_lr(cfg, epoch)  # a function of the epoch alone: resuming needs no state
+        for group_ in optimizer.param_groups:
+            group_["lr"] = lr
         model.train()
         sums: dict[str, float] = defaultdict(float)
         steps = examples = 0
@@ -253,7 +259,7 @@ def train_func(config: dict) -> None:
                         rank, render_config, space)
         metrics = {f"train/{k.split('/', 1)[1]}": v / max(steps, 1) for k, v in sums.items()}
         metrics.update(val)
-        metrics.update({"epoch": epoch, "train/steps": steps,
+        metrics.update({"epoch": epoch, "train/steps": steps, "train/lr": lr,
                         "train/examples_per_s": world * examples / max(train_seconds, 1e-9),
                         "train/data_wait_s": waited,
                         "epoch_seconds": time.perf_counter() - t0})
@@ -270,6 +276,12 @@ def train_func(config: dict) -> None:
             break
     if run is not None:
         run.finish()
+
+
+def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+    return cfg.lr
 
 
 def _validate(model, val_shard, loss_fn, layout, cfg, device, autocast, rank, render_config,
@@ -370,7 +382,7 @@ def _cache(cfg: TrainConfig, num_rows: int) -> bool:
 
     if cfg.cache_decoded != "auto":
         return cfg.cache_decoded == "always"
-    decoded = num_rows * cfg.features.num_samples * 4
+    decoded = num_rows * cfg.features.num_samples * 2  # int16 PCM
     store = ray.cluster_resources().get("object_store_memory", 0)
     return decoded < 0.25 * store
 
@@ -384,10 +396,12 @@ def build_datasets(cfg: TrainConfig, num_rows: int = 0) -> dict:
     kwargs = {"batch_size": 32, "batch_format": "numpy"}
     sets = {
         "train": raw.map_batches(decode_batch, fn_kwargs={
-            "num_samples": num, "want_validation": False, "fraction": cfg.val_fraction},
+            "num_samples": num, "want_validation": False, "fraction": cfg.val_fraction,
+            "audio_dtype": "int16"},
             **kwargs),
         "val": raw.map_batches(decode_batch, fn_kwargs={
-            "num_samples": num, "want_validation": True, "fraction": cfg.val_fraction},
+            "num_samples": num, "want_validation": True, "fraction": cfg.val_fraction,
+            "audio_dtype": "int16"},
             **kwargs),
     }
     if _cache(cfg, num_rows):

@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from synth.audio import decode_flac
 
@@ -29,17 +30,19 @@ def is_validation(sample_id: int, base: str, strategy: str, fraction: float) -> 
 
 
 def decode_batch(batch: dict, num_samples: int, want_validation: bool | None = None,
-                 fraction: float = 0.1) -> dict[str, np.ndarray]:
+                 fraction: float = 0.1, audio_dtype: str = "float32") -> dict[str, np.ndarray]:
     """Rows -> ``audio`` (B, N) float32, ``continuous`` (B, C) float32, ``categorical``
     (B, K) int64, ``note`` (B,) int64, ``id`` (B,). Invalid rows are dropped; with
-    ``want_validation`` set, only the rows of that side of the split are kept."""
+    ``want_validation`` set, only the rows of that side of the split are kept.
+    ``audio_dtype="int16"``: the stored 16-bit PCM as it is (half the memory; see
+    ``audio_tensor``)."""
     keep = [i for i in range(len(batch["id"]))
             if batch["valid"][i] and (want_validation is None or is_validation(
                 batch["id"][i], batch["base"][i], batch["strategy"][i], fraction)
                 == want_validation)]
-    audio = np.zeros((len(keep), num_samples), dtype=np.float32)
+    audio = np.zeros((len(keep), num_samples), dtype=audio_dtype)
     for row, i in enumerate(keep):
-        clip, _ = decode_flac(batch["audio"][i])
+        clip, _ = decode_flac(batch["audio"][i], audio_dtype)
         n = min(num_samples, len(clip))
         audio[row, :n] = clip[:n]
     return {
@@ -61,3 +64,9 @@ def read_rows(root: str | Path, columns: list[str] | None = None):
     if not files:
         raise FileNotFoundError(f"{root}: no data/*.parquet files; not a synthmatch dataset")
     return pq.read_table(files, columns=columns).sort_by("id")
+
+
+def audio_tensor(audio: torch.Tensor) -> torch.Tensor:
+    """Decoded audio as float32: int16 PCM is scaled by 1/32768, exactly as libsndfile's
+    float decoding does."""
+    return audio.float() / 32768.0 if audio.dtype == torch.int16 else audio.float()

@@ -34,9 +34,10 @@ def encode_flac(audio: np.ndarray, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
-def decode_flac(data: bytes) -> tuple[np.ndarray, int]:
-    """FLAC bytes -> (mono float32 audio, sample rate)."""
-    audio, sample_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+def decode_flac(data: bytes, dtype: str = "float32") -> tuple[np.ndarray, int]:
+    """FLAC bytes -> (mono audio, sample rate). ``dtype="int16"`` gives the stored PCM
+    exactly, in half the memory; ``pcm / 32768`` is the float32 decoding."""
+    audio, sample_rate = sf.read(io.BytesIO(data), dtype=dtype, always_2d=False)
     return audio, sample_rate
 
 

@@ -12,7 +12,7 @@ import torch
 from conftest import pids_with
 
 from distributed.generate import GenerateConfig, generate
-from distributed.train import TrainConfig, accumulation_step, fit
+from distributed.train import TrainConfig, accumulation_step, epoch_lr, fit
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.features import FeatureConfig
 from model.loss import LossConfig, MatchLoss
@@ -216,6 +216,28 @@ def test_bad_train_config_is_refused_by_name(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "distributed.train", "--data", "d", "--out",
                           "o", "--epochs", "0"], capture_output=True, text=True)
     assert cli.returncode == 2 and "epochs = 0 is not allowed" in cli.stderr
+
+
+def test_int16_cache_decodes_to_exactly_the_float_audio():
+    from model.data import audio_tensor
+    from synth.audio import decode_flac, encode_flac
+
+    audio = (np.random.default_rng(0).standard_normal(44100) * 0.3).astype(np.float32)
+    data = encode_flac(audio, 44100)
+    as_float, _ = decode_flac(data)
+    as_pcm, _ = decode_flac(data, "int16")
+    assert as_pcm.dtype == np.int16 and as_pcm.nbytes * 2 == as_float.nbytes
+    assert torch.equal(audio_tensor(torch.from_numpy(as_pcm)), torch.from_numpy(as_float))
+
+
+def test_cosine_learning_rate_is_a_function_of_the_epoch():
+    cfg = TrainConfig(data="d", out="o", epochs=10, lr=1e-3, lr_schedule="cosine")
+    lrs = [epoch_lr(cfg, e) for e in range(10)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[5] == pytest.approx(5e-4)
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False)) and lrs[-1] > 0
+    assert epoch_lr(TrainConfig(data="d", out="o", lr=2e-3), 7) == 2e-3
+    with pytest.raises(ConfigError, match="lr_schedule = 'linear'"):
+        TrainConfig(data="d", out="o", lr_schedule="linear")
 
 
 def test_checkpoint_refuses_another_space_or_version(tmp_path):
