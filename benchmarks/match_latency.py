@@ -3,7 +3,8 @@
 Times ``Matcher.match`` end to end (read and prepare the clip, predict with the
 confidence passes, f0 cross-check, Vital display texts, preview render and
 distance) on WAV clips rendered from sampled presets; reports the median and
-the stages.
+the stages, and against it, in the same run, the median of one bare render of
+the matched patch (the floor for any match that returns a preview).
 
     python benchmarks/match_latency.py --checkpoint model/default/model.pt --runs 30
 """
@@ -14,6 +15,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import soundfile as sf
@@ -44,9 +46,20 @@ def main() -> None:
         sf.write(path, result.audio, 44100)
         clips.append(path)
     matcher.match(clips[0])  # warm-up: first-call imports and allocations
-    timings = [matcher.match(c).timings_ms for c in clips]
+    timings, bare = [], []
+    for path in clips:
+        result = matcher.match(path)
+        timings.append(result.timings_ms)
+        # Baseline, same run: one bare render of the matched patch at its note, the
+        # least any match that returns a preview must spend.
+        t0 = time.perf_counter()
+        renderer.render(result.patch, result.note)
+        bare.append(1000 * (time.perf_counter() - t0))
     out = {k: round(statistics.median(t[k] for t in timings), 1) for k in timings[0]}
-    print(json.dumps({"runs": args.runs, "median_ms": out}, indent=2))
+    base = statistics.median(bare)
+    print(json.dumps({"runs": args.runs, "median_ms": out,
+                      "bare_render_median_ms": round(base, 1),
+                      "total_over_bare_render": round(out["total"] / base, 2)}, indent=2))
 
 
 if __name__ == "__main__":
