@@ -27,7 +27,7 @@ from synth.config import ConfigError
 
 log = logging.getLogger("distributed.match")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
-FIELDS = ["clip", "preset", "note", "note_source", "mrstft", "logmel_l1", "refined_from",
+FIELDS = ["clip", "preset", "note", "note_source", "mrstft", "refined_from",
           "total_ms", "error"]
 
 
@@ -58,7 +58,6 @@ class ClipMatcher:
                      json.dumps(r.preset.data).encode())
         row.update(preset=f"presets/{preset_name}", note=r.note,
                    note_source=r.note_source, mrstft=round(r.distance["audio/mrstft"], 4),
-                   logmel_l1=round(r.distance["audio/logmel_l1"], 4),
                    refined_from=(round(r.refinement["distance_before"], 4)
                                  if r.refinement else ""),
                    total_ms=round(r.timings_ms["total"], 1))
