@@ -58,12 +58,19 @@ def decode_batch(batch: dict, num_samples: int, want_validation: bool | None = N
 
 def read_rows(root: str | Path, columns: list[str] | None = None):
     """All rows of a local dataset as a pyarrow table sorted by id (for evaluation)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     files = sorted((Path(root) / "data").glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"{root}: no data/*.parquet files; not a synthmatch dataset")
-    return pq.read_table(files, columns=columns).sort_by("id")
+    table = pq.read_table(files, columns=columns)
+    if "audio" in table.column_names and pa.types.is_binary(table.schema.field("audio").type):
+        # 64-bit offsets: sorting gathers the column into one array, and a large dataset's
+        # audio (~73 KB a row) passes 32-bit binary's 2 GiB limit
+        i = table.column_names.index("audio")
+        table = table.set_column(i, "audio", table.column(i).cast(pa.large_binary()))
+    return table.sort_by("id")
 
 
 def audio_tensor(audio: torch.Tensor) -> torch.Tensor:
