@@ -64,7 +64,10 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     val_fraction: float = 0.1
-    patience: int = 5  # epochs without a better validation loss before stopping
+    patience: int = 5  # epochs without a better validation score before stopping
+    # the validation score that picks the best epoch and drives early stopping: "loss", or
+    # "audio" (MR-STFT distance of the audio_eval_presets re-rendered from the predictions)
+    select_by: str = "loss"
     audio_eval_presets: int = 8  # validation presets re-rendered each epoch
     shuffle_buffer: int = 256
     prefetch_batches: int = 4
@@ -85,6 +88,10 @@ class TrainConfig:
                 f"a positive multiple of workers x grad_accum ({self.workers * self.grad_accum})")
         require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
         require(0 < self.lr < 1, "lr", self.lr, "0 < lr < 1")
+        require(self.select_by in ("loss", "audio"), "select_by", self.select_by,
+                "'loss' or 'audio'")
+        require(self.select_by != "audio" or self.audio_eval_presets >= 1,
+                "audio_eval_presets", self.audio_eval_presets, ">= 1 with select_by = 'audio'")
         require(self.lr_schedule in ("constant", "cosine"), "lr_schedule", self.lr_schedule,
                 "'constant' or 'cosine'")
         require(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
@@ -263,13 +270,14 @@ def train_func(config: dict) -> None:
                         "train/examples_per_s": world * examples / max(train_seconds, 1e-9),
                         "train/data_wait_s": waited,
                         "epoch_seconds": time.perf_counter() - t0})
-        improved = val["val/loss"] < best
-        best, bad_epochs = (val["val/loss"], 0) if improved else (best, bad_epochs + 1)
+        score = val["val/loss"] if cfg.select_by == "loss" else val["val/audio/mrstft"]
+        improved = score < best
+        best, bad_epochs = (score, 0) if improved else (best, bad_epochs + 1)
         if improved:
             best_state = {k: v.detach().cpu().clone()
                           for k, v in unwrap(model).state_dict().items()}
         stop = bad_epochs >= cfg.patience
-        metrics.update({"val/best_loss": best, "early_stop": stop})
+        metrics.update({"val/best": best, "early_stop": stop})
         _report(model, optimizer, best_state, epoch, best, bad_epochs, metrics, cfg, space,
                 rank, run)
         if stop:
@@ -324,8 +332,13 @@ def _validate(model, val_shard, loss_fn, layout, cfg, device, autocast, rank, re
            "val/loss_categorical": float(loss_sums[2]) / n,
            "val/loss_note": float(loss_sums[3]) / n, "val/examples": int(loss_sums[4])}
     out.update({f"val/{k}": v for k, v in params.result().items()})
-    if audio_n:
-        out.update({f"val/{k}": v / audio_n for k, v in audio.items()})
+    # rank 0 renders; the sums are shared so every rank sees the same score (early stopping
+    # must agree across ranks, or one would wait at the next report forever)
+    keys = sorted(audio) or ["audio/logmel_l1", "audio/mrstft"]
+    sums = _all_reduce_sum(np.array([audio[k] for k in keys] + [audio_n], dtype=np.float64))
+    if sums[-1]:
+        out.update({f"val/{k}": float(v) / float(sums[-1]) for k, v in zip(keys, sums[:-1],
+                                                                         strict=True)})
     return out
 
 
@@ -478,8 +491,8 @@ def fit(cfg: TrainConfig, storage_name: str = "ray"):
     if result.checkpoint is not None:
         with result.checkpoint.as_directory() as d:
             shutil.copy(Path(d) / "best.pt", out / FILENAME)
-        log.info("best model: %s (val loss %.4f)", out / FILENAME,
-                 result.metrics.get("val/best_loss", float("nan")))
+        log.info("best model: %s (val %s %.4f)", out / FILENAME, cfg.select_by,
+                 result.metrics.get("val/best", float("nan")))
     return result
 
 

@@ -56,7 +56,8 @@ def _cfg(data, out, **kw):
 @pytest.fixture(scope="module")
 def trained(tiny_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "run"
-    result = fit(_cfg(tiny_data, run))
+    # select_by="audio": only rank 0 renders, so every rank must still agree on the score
+    result = fit(_cfg(tiny_data, run, select_by="audio", patience=1))
     assert result.error is None
     return run
 
@@ -69,6 +70,7 @@ def test_two_workers_write_a_loadable_checkpoint(trained):
     lines = [json.loads(x) for x in (trained / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == [0, 1]
     assert {"val/loss", "val/mae/osc_1", "val/acc/note", "val/audio/mrstft"} <= set(lines[-1])
+    assert lines[-1]["val/best"] == min(x["val/audio/mrstft"] for x in lines)
     assert list((trained / "wandb").glob("offline-run-*"))  # the real client, offline
 
 
@@ -236,6 +238,8 @@ def test_cosine_learning_rate_is_a_function_of_the_epoch():
     assert lrs[0] == pytest.approx(1e-3) and lrs[5] == pytest.approx(5e-4)
     assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False)) and lrs[-1] > 0
     assert epoch_lr(TrainConfig(data="d", out="o", lr=2e-3), 7) == 2e-3
+    with pytest.raises(ConfigError, match="audio_eval_presets = 0 .* select_by = 'audio'"):
+        TrainConfig(data="d", out="o", select_by="audio", audio_eval_presets=0)
     with pytest.raises(ConfigError, match="lr_schedule = 'linear'"):
         TrainConfig(data="d", out="o", lr_schedule="linear")
 
