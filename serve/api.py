@@ -81,28 +81,37 @@ class GuardMiddleware:
         if length is not None and length.isdigit() and int(length) > limit:
             return await _send_error(send, 413, "payload_too_large", too_large)
         received = 0
-        started = False
+        started = exceeded = False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    exceeded = True
                     raise _TooLarge
             return message
 
-        async def tracking_send(message):
+        async def guarded_send(message):
+            # A form parser turns any error while reading into its own 400: once the limit
+            # is passed, whatever the app answers is replaced by the 413.
             nonlocal started
+            if exceeded:
+                if not started:
+                    started = True
+                    await _send_error(send, 413, "payload_too_large", too_large)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
-            if not started:
-                await _send_error(send, 413, "payload_too_large", too_large)
+            pass
+        if exceeded and not started:
+            await _send_error(send, 413, "payload_too_large", too_large)
 
 
 def build_api(service: MatchService) -> FastAPI:

@@ -167,6 +167,14 @@ def test_each_bad_input_gets_its_4xx_and_the_server_stays_healthy(server, clip_w
     _error(post("silence.wav", _wav(np.zeros(SR, np.float32))), 422, "invalid_audio", "silent")
     _error(post("huge.wav", b"RIFF" + bytes(21 * 1024 * 1024)), 413, "payload_too_large",
            "20 MB")
+    def chunks():  # no Content-Length: the limit is counted while the body streams in
+        yield b"--b\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"a.wav\"\r\n\r\n"
+        for _ in range(22):
+            yield bytes(1024 * 1024)
+
+    _error(requests.post(match, data=chunks(), timeout=60,
+                         headers={"Content-Type": "multipart/form-data; boundary=b"}),
+           413, "payload_too_large", "20 MB")
     _error(post("clip.wav", clip_wav, refine_seconds="999"), 422, "invalid_request",
            "refine_seconds")
     _error(post("clip.wav", clip_wav, refine_seconds="soon"), 422, "invalid_request",
