@@ -22,7 +22,7 @@ import numpy as np
 from model.checkpoint import load_checkpoint
 from model.evaluate import Evaluator
 from model.match import DEFAULT_CHECKPOINT
-from model.metrics import audio_distances
+from model.metrics import mrstft_distance
 from model.refine import Refiner
 from synth import RenderConfig, Renderer, load_preset
 
@@ -50,15 +50,13 @@ def main() -> None:
         target = target_renderer.render_preset(preset, 60).audio
         again = target_renderer.render_preset(preset, 60).audio
         answers = ev.answers(target[None])
-        row = {"floor": audio_distances(again, target, 44100)["audio/mrstft"]}
+        row = {"floor": mrstft_distance(again, target)}
         for method, (patches, _) in answers.items():
-            row[method] = audio_distances(ev.render(patches[0], 60), target,
-                                          44100)["audio/mrstft"]
+            row[method] = mrstft_distance(ev.render(patches[0], 60), target)
         if refiner is not None:
             r = refiner.refine(answers["model"][0][0], 60, target,
                                max_seconds=args.refine_seconds, max_evals=10_000)
-            row["model+refine"] = audio_distances(ev.render(r.patch, 60), target,
-                                                  44100)["audio/mrstft"]
+            row["model+refine"] = mrstft_distance(ev.render(r.patch, 60), target)
         rows[path.stem] = {k: round(v, 4) for k, v in row.items()}
         print(path.stem, rows[path.stem], flush=True)
     methods = list(next(iter(rows.values())))

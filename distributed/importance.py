@@ -37,7 +37,7 @@ log = logging.getLogger("distributed.importance")
 def preset_sensitivity(sampler_config: dict, render_config: dict, index: int,
                        delta: float) -> np.ndarray:
     """Distance moved by each continuous parameter of preset ``index``, shape ``(C,)``."""
-    from model.metrics import audio_distances
+    from model.metrics import mrstft_distance
 
     sampler = Sampler(SamplerConfig(**sampler_config))
     cfg = RenderConfig(**render_config)
@@ -45,13 +45,13 @@ def preset_sensitivity(sampler_config: dict, render_config: dict, index: int,
     s = sampler.sample(index)
     ref = renderer.render(s.patch, s.note, base=s.base).audio
     again = renderer.render(s.patch, s.note, base=s.base).audio
-    floor = audio_distances(again, ref, cfg.sample_rate)["audio/mrstft"]
+    floor = mrstft_distance(again, ref)
     out = np.zeros(len(s.patch.continuous))
     for j, u in enumerate(s.patch.continuous):
         moved = s.patch.continuous.copy()
         moved[j] = u + delta if u + delta <= 1.0 else u - delta
         audio = renderer.render(Patch(moved, s.patch.categorical), s.note, base=s.base).audio
-        out[j] = max(audio_distances(audio, ref, cfg.sample_rate)["audio/mrstft"] - floor, 0.0)
+        out[j] = max(mrstft_distance(audio, ref) - floor, 0.0)
     return out
 
 

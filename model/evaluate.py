@@ -111,7 +111,7 @@ class Evaluator:
 
     def render(self, patch: Patch | None, note: int) -> np.ndarray:
         if patch is None:
-            return self.init._render_current(note, None).audio
+            return self.init.render_current(note).audio
         return self.renderer.render(patch, note).audio
 
     def score(self, audio: np.ndarray, notes: list[int]) -> dict[str, list[dict]]:

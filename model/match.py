@@ -38,7 +38,6 @@ from synth.space import Patch
 log = logging.getLogger("model.match")
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default" / "model.pt"
 UNIFORM_STD = 0.2887  # standard deviation of U(0, 1)
-_UNSET = object()
 
 
 @dataclass
@@ -172,12 +171,10 @@ class Matcher:
                            np.concatenate([cont_conf[i], cat_conf[i]]).astype(np.float64))
                 for i in range(b)]
 
-    def choose_note(self, prediction: Prediction, clip: Clip,
-                    f0: float | None | object = _UNSET) -> NoteChoice:
-        """The note head's answer, unless it is unsure and the f0 estimate disagrees
-        (``f0``: the clip's ``f0_midi`` if already known)."""
-        if f0 is _UNSET:
-            f0 = f0_midi(clip.audio, clip.sample_rate)
+    @staticmethod
+    def choose_note(prediction: Prediction, f0: float | None) -> NoteChoice:
+        """The note head's answer, unless it is unsure and the clip's f0 estimate
+        (``f0_midi``) disagrees."""
         if f0 is not None and abs(prediction.note - f0) > 1.0 and prediction.note_prob < 0.5:
             return NoteChoice(int(np.clip(round(f0), 0, 127)), "f0", f0)
         return NoteChoice(prediction.note, "model", f0)
@@ -215,8 +212,8 @@ class Matcher:
         and the named preset, for ``patch`` (default: the prediction's)."""
         t0 = time.perf_counter()
         patch = prediction.patch if patch is None else patch
-        params = self.parameters(patch, prediction.confidence)
-        preview = self.renderer.render(patch, note.note).audio
+        params = self.parameters(patch, prediction.confidence)  # applies the patch
+        preview = self.renderer.render_current(note.note).audio
         t1 = time.perf_counter()
         # auraloss's multi-resolution STFT distance: the project's one audio metric, with
         # a known noise floor (two renders of one preset: about 0.8)
@@ -243,7 +240,7 @@ class Matcher:
         f0 = self._pool.submit(f0_midi, clip.audio, clip.sample_rate)  # beside the network
         prediction = self.predict([clip.audio])[0]
         t2 = time.perf_counter()
-        note = self.choose_note(prediction, clip, f0.result())
+        note = self.choose_note(prediction, f0.result())
         t3 = time.perf_counter()
         patch, refinement = prediction.patch, None
         if refine_seconds > 0:

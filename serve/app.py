@@ -27,14 +27,13 @@ import asyncio
 import dataclasses
 import json
 import logging
-import time
 
 import numpy as np
 from ray import serve
 
 from model.audio_input import Clip
 from model.match import Matcher, MatchResult, NoteChoice, Prediction
-from model.metrics import audio_distances
+from model.metrics import mrstft_distance
 from serve.config import ServeConfig
 from synth.base import base_preset
 from synth.preset import Preset, import_preset
@@ -91,8 +90,7 @@ class Render:
         self.matcher = _matcher(checkpoint)
         # first-call costs (the synth, auraloss) now, not on the first request
         self.matcher.renderer.render_preset(base_preset(), 60)
-        audio_distances(np.zeros(4096, np.float32), np.zeros(4096, np.float32),
-                        self.matcher.render_config.sample_rate)
+        mrstft_distance(np.zeros(4096, np.float32), np.zeros(4096, np.float32))
 
     def finish(self, clip: Clip, prediction: Prediction, note: NoteChoice, patch: Patch,
                refinement: dict | None, timings_ms: dict) -> MatchResult:
@@ -133,7 +131,6 @@ class Api:
 
         self.config = ServeConfig.from_dict(config)
         self.service = MatchService(model, render, refine, self.config)
-        self.started = time.time()
 
     def __serve_build_asgi_app__(self):
         from serve.api import build_api

@@ -127,7 +127,7 @@ class MatchService:
         try:
             if left <= 0:
                 raise TimeoutError
-            return await asyncio.wait_for(_awaitable(response), left)
+            return await asyncio.wait_for(response, left)
         except TimeoutError:
             response.cancel()
             raise ApiError(504, "timeout", f"{what} did not finish within the request's "
@@ -169,7 +169,8 @@ class MatchService:
         prediction, batch_size = await self._call(self.model.predict.remote(clip.audio),
                                                   deadline, "the model")
         t_pred = time.monotonic()
-        note = await asyncio.to_thread(self.matcher.choose_note, prediction, clip)
+        f0 = await asyncio.to_thread(f0_midi, clip.audio, clip.sample_rate)
+        note = self.matcher.choose_note(prediction, f0)
         patch, refinement = prediction.patch, None
         t_note = time.monotonic()
         if refine_seconds > 0:
@@ -216,6 +217,3 @@ class MatchService:
         return await asyncio.to_thread(write_tutorial, params, self.matcher.modules, note,
                                        description)
 
-
-async def _awaitable(response):
-    return await response

@@ -160,7 +160,8 @@ class Renderer:
             key = f"modulation_{slot}_amount" if slot is not None else name
             self._controls[key].set(value)
 
-    def _render_current(self, note: int, velocity: float | None) -> RenderResult:
+    def render_current(self, note: int, velocity: float | None = None) -> RenderResult:
+        """Render ``note`` with the synth as it is now (after ``apply`` or a loaded preset)."""
         cfg = self.config
         velocity = cfg.velocity if velocity is None else velocity
         if not 0 <= note <= 127:
@@ -177,7 +178,7 @@ class Renderer:
                velocity: float | None = None) -> RenderResult:
         """Render ``patch`` applied on ``base`` at MIDI ``note``."""
         self.apply(patch, base)
-        return self._render_current(note, velocity)
+        return self.render_current(note, velocity)
 
     def render_preset(self, preset: Preset, note: int, *,
                       velocity: float | None = None) -> RenderResult:
@@ -186,4 +187,4 @@ class Renderer:
             raise RenderError(f"vita could not load preset {preset.name!r} (malformed, or "
                               "made by a newer Vital)")
         self._current = None
-        return self._render_current(note, velocity)
+        return self.render_current(note, velocity)
