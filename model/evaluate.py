@@ -79,7 +79,7 @@ class Evaluator:
         self.train = None
         if train_data:
             fraction = ckpt.training.get("config", {}).get("val_fraction", 0.1)
-            self.train, feats = {"continuous": [], "categorical": [], "id": []}, []
+            self.train, feats = {"continuous": [], "categorical": [], "id": [], "note": []}, []
             for part in _rows(train_data, False, fraction, max_train,
                               ckpt.features.num_samples):
                 feats.append(self._features(part["audio"]))
@@ -98,7 +98,8 @@ class Evaluator:
 
     @torch.no_grad()
     def answers(self, audio: np.ndarray) -> dict[str, tuple[Patch | None, list[int]]]:
-        """Per method: a patch per clip (None: the init preset) and the note to play."""
+        """Per method: a patch per clip (None: the init preset) and the note to play (the
+        model's note head; for ``nearest``, the note the neighbour was rendered at)."""
         out = self.ckpt.model(torch.from_numpy(audio))
         patches, notes = predictions(out, self.ckpt.model.layout)
         result = {"model": (patches, notes), "init": ([None] * len(audio), notes)}
@@ -106,7 +107,8 @@ class Evaluator:
             d = torch.cdist(self._features(audio), self.train_feats)
             nearest = d.argmin(1).numpy()
             result["nearest"] = ([Patch(self.train["continuous"][j].astype(np.float64),
-                                        self.train["categorical"][j]) for j in nearest], notes)
+                                        self.train["categorical"][j]) for j in nearest],
+                                 [int(self.train["note"][j]) for j in nearest])
         return result
 
     def render(self, patch: Patch | None, note: int) -> np.ndarray:

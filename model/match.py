@@ -171,12 +171,19 @@ class Matcher:
                            np.concatenate([cont_conf[i], cat_conf[i]]).astype(np.float64))
                 for i in range(b)]
 
-    @staticmethod
-    def choose_note(prediction: Prediction, f0: float | None) -> NoteChoice:
-        """The note head's answer, unless it is unsure and the clip's f0 estimate
-        (``f0_midi``) disagrees."""
-        if f0 is not None and abs(prediction.note - f0) > 1.0 and prediction.note_prob < 0.5:
-            return NoteChoice(int(np.clip(round(f0), 0, 127)), "f0", f0)
+    def choose_note(self, prediction: Prediction, f0: float | None) -> NoteChoice:
+        """The note to play the predicted patch at.
+
+        The pitch heard is the note plus the patch's transpose and tune
+        (``ParameterSpace.pitch_offset``), so the clip's f0 estimate (``f0_midi``) minus
+        that offset is the note that makes the patch sound at the clip's pitch. The note
+        head's answer stands when it is sure or agrees with that note within a semitone.
+        """
+        if f0 is None:
+            return NoteChoice(prediction.note, "model", f0)
+        from_f0 = f0 - self.space.pitch_offset(prediction.patch)
+        if abs(prediction.note - from_f0) > 1.0 and prediction.note_prob < 0.5:
+            return NoteChoice(int(np.clip(round(from_f0), 0, 127)), "f0", f0)
         return NoteChoice(prediction.note, "model", f0)
 
     def refine(self, clip: Clip, patch: Patch, note: int, seconds: float,

@@ -179,6 +179,18 @@ class ParameterSpace:
     def default_patch(self) -> Patch:
         return self.patch_from_raw({})
 
+    def pitch_offset(self, patch: Patch) -> float:
+        """Semitones from the played note to the pitch heard: the lowest transpose + tune
+        among the oscillators that are on and follow the keyboard (a sum of oscillators
+        repeats at the lowest one's period). Oscillators outside the scope count as in
+        the base preset (oscillator 1 on, untransposed). 0 when none sounds."""
+        raw = self.raw_from_patch(patch)
+        offsets = [raw.get(f"osc_{n}_transpose", 0.0) + raw.get(f"osc_{n}_tune", 0.0)
+                   for n in (1, 2, 3)
+                   if raw.get(f"osc_{n}_on", 1.0 if n == 1 else 0.0) >= 0.5
+                   and raw.get(f"osc_{n}_midi_track", 1.0) >= 0.5]
+        return min(offsets, default=0.0)
+
     def validate(self, patch: Patch) -> None:
         """Raise :class:`SpaceError` naming the first parameter out of range."""
         cont, cat = np.asarray(patch.continuous), np.asarray(patch.categorical)

@@ -16,7 +16,7 @@ from model.audio_input import AudioInputError, InputConfig, load_clip
 from model.checkpoint import save_checkpoint
 from model.features import FeatureConfig
 from model.loss import LossConfig
-from model.match import Matcher, f0_midi
+from model.match import Matcher, NoteChoice, Prediction, f0_midi
 from model.network import MatchNet, ModelConfig
 from synth import Renderer, Sampler, SamplerConfig, get_space, load_preset
 
@@ -168,3 +168,22 @@ def test_the_shipped_default_model_matches_without_a_checkpoint(tmp_path):
     result = Matcher().match(tmp_path / "clip.wav")
     assert result.preset.data["synth_version"] and 0 <= result.note <= 127
     assert result.params[0]["confidence"] >= 0.0
+
+
+def test_the_note_makes_a_transposed_patch_sound_at_the_clips_pitch(checkpoint):
+    """A patch an octave up matches a clip at its pitch when played an octave down."""
+    matcher = Matcher(checkpoint)
+    space = matcher.space
+    patch = space.patch_from_raw({"osc_1_on": 1, "osc_1_transpose": 12, "osc_2_on": 0})
+    clip = Renderer(space).render(patch, 48).audio  # heard at MIDI 60
+    f0 = f0_midi(clip, SR)
+    assert f0 == pytest.approx(60.0, abs=0.3)
+    unsure = Prediction(patch, note=30, note_prob=0.05,
+                        confidence=np.zeros(len(space.params)))
+    choice = matcher.choose_note(unsure, f0)
+    assert (choice.note, choice.source) == (48, "f0")
+    again = Renderer(space).render(patch, choice.note).audio
+    assert f0_midi(again, SR) == pytest.approx(60.0, abs=0.3)
+    sure = Prediction(patch, note=47, note_prob=0.9, confidence=unsure.confidence)
+    assert matcher.choose_note(sure, f0).source == "model"
+    assert matcher.choose_note(unsure, None) == NoteChoice(30, "model", None)

@@ -116,3 +116,16 @@ def test_out_of_range_values_are_refused_by_name():
         space.raw_from_patch(Patch(good.continuous, cat))
     with pytest.raises(SpaceError, match="unknown scope 'nope'"):
         get_space("nope")
+
+
+def test_pitch_offset_is_the_lowest_sounding_oscillator():
+    space = get_space("core")
+    raw = {"osc_1_on": 1, "osc_1_transpose": 12, "osc_1_tune": 0.5, "osc_2_on": 1,
+           "osc_2_transpose": -12}
+    assert space.pitch_offset(space.patch_from_raw(raw)) == pytest.approx(-12.0)
+    assert space.pitch_offset(space.patch_from_raw({**raw, "osc_2_on": 0})) == \
+        pytest.approx(12.5)
+    # an oscillator that ignores the keyboard says nothing about the note
+    assert space.pitch_offset(space.patch_from_raw({**raw, "osc_2_midi_track": 0})) == \
+        pytest.approx(12.5)
+    assert space.pitch_offset(space.patch_from_raw({"osc_1_on": 0, "osc_2_on": 0})) == 0.0
