@@ -8,8 +8,7 @@ parameters, the note is cross-checked against a pitch (f0) estimate, and the
 patch is written onto the synthmatch base preset with a name and comment that
 say where it came from. Confidence: for a categorical parameter the predicted
 class's probability; for a continuous one ``1 - spread / 0.29`` over
-``mc_passes`` dropout samples (0.29 is the spread of a uniform guess); the
-prediction itself is the network with dropout off.
+``mc_passes`` fixed dropout masks (0.29 is the spread of a uniform guess).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import torch
 from model.audio_input import FORMATS, AudioInputError, Clip, InputConfig, load_clip
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.metrics import mrstft_distance, predictions
+from model.network import Outputs
 from synth.audio import write_wav
 from synth.base import base_preset
 from synth.preset import Preset, apply_patch, save_preset
@@ -135,29 +135,25 @@ class Matcher:
     def predict(self, audio: list[np.ndarray] | np.ndarray) -> list[Prediction]:
         """Predict a batch of prepared clips (``Clip.audio``) in one pass.
 
-        The prediction is the network's deterministic output (dropout off), so a clip gets
-        the same answer in any batch. Confidence: for a categorical parameter the predicted
-        class's probability; for a continuous one the spread over ``mc_passes`` samples of
-        the dropout part of the network (the MLP and heads, run on the encoder's one
-        embedding: a small ensemble for the price of one encoder pass).
+        The encoder runs once per clip; the dropout part of the network (the MLP and
+        heads) runs under ``mc_passes`` fixed dropout masks (``MatchNet.heads_ensemble``):
+        the mean is the prediction, the spread the continuous parameters' confidence (a
+        small ensemble for the price of one encoder pass). The masks are the same for every
+        clip, so a clip gets the same answer in any batch. Categorical confidence: the
+        predicted class's mean probability.
         """
         model, layout = self.ckpt.model, self.ckpt.model.layout
         x = torch.from_numpy(np.stack([np.asarray(a, dtype=np.float32) for a in audio]))
-        b, k = x.shape[0], self.mc_passes
+        b, k = x.shape[0], max(1, self.mc_passes)
         h = model.embed(x)
-        out = model.heads(h)
-        spread = np.zeros((b, layout.num_continuous))
-        if k > 1:
-            model.train()
-            try:
-                mc = model.heads(h.repeat_interleave(k, dim=0))
-            finally:
-                model.eval()
-            spread = mc.continuous.view(b, k, -1).std(dim=1).numpy()
-        cat_probs = [torch.softmax(layout.logits(out.categorical, i), 1)
+        out = model.heads_ensemble(h, k) if k > 1 else model.heads(h)
+        cont = out.continuous.view(b, k, -1)
+        spread = cont.std(dim=1).numpy() if k > 1 else np.zeros((b, layout.num_continuous))
+        cat_probs = [torch.softmax(layout.logits(out.categorical, i), 1).view(b, k, -1).mean(1)
                      for i in range(len(layout.classes))]
-        note_probs = torch.softmax(out.note, 1)
-        patches, notes = predictions(out, layout)
+        note_probs = torch.softmax(out.note, 1).view(b, k, -1).mean(1)
+        patches, notes = predictions(Outputs(cont.mean(1), torch.log(torch.cat(cat_probs, 1)),
+                                             torch.log(note_probs)), layout)
         cont_conf = np.clip(1.0 - spread / UNIFORM_STD, 0.0, 1.0)
         cat_conf = torch.stack([p.max(1).values for p in cat_probs], 1).numpy()
         return [Prediction(patches[i], notes[i], float(note_probs[i, notes[i]]),

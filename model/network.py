@@ -106,6 +106,18 @@ class MatchNet(nn.Module):
         h = self.trunk(embedding)
         return Outputs(torch.sigmoid(self.continuous(h)), self.categorical(h), self.note(h))
 
+    def heads_ensemble(self, embedding: torch.Tensor, passes: int, seed: int = 0) -> Outputs:
+        """The heads under ``passes`` fixed dropout masks: outputs ``(B * passes, ...)``,
+        clip-major. The masks come from ``seed`` alone and are the same for every clip, so
+        the ensemble (Monte Carlo dropout made repeatable) gives a clip the same answer in
+        any batch."""
+        *body, dropout = self.trunk
+        z = nn.Sequential(*body)(embedding)
+        g = torch.Generator().manual_seed(seed)
+        keep = (torch.rand(passes, z.shape[1], generator=g) >= dropout.p).to(z)
+        h = (z[:, None, :] * keep / (1.0 - dropout.p)).reshape(-1, z.shape[1])
+        return Outputs(torch.sigmoid(self.continuous(h)), self.categorical(h), self.note(h))
+
     def forward(self, audio: torch.Tensor) -> Outputs:
         """``audio``: mono ``(B, N)`` at the feature sample rate."""
         return self.heads(self.embed(audio))

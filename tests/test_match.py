@@ -187,3 +187,18 @@ def test_the_note_makes_a_transposed_patch_sound_at_the_clips_pitch(checkpoint):
     sure = Prediction(patch, note=47, note_prob=0.9, confidence=unsure.confidence)
     assert matcher.choose_note(sure, f0).source == "model"
     assert matcher.choose_note(unsure, None) == NoteChoice(30, "model", None)
+
+
+def test_a_clip_gets_the_same_prediction_in_any_batch(checkpoint):
+    sampler = Sampler(SamplerConfig(seed=3))
+    renderer = Renderer(sampler.space)
+    clips = [renderer.render(sampler.sample(i).patch, 60).audio for i in range(4)]
+    matcher = Matcher(checkpoint, mc_passes=8)
+    batch, alone = matcher.predict(clips), matcher.predict(clips[2:3])[0]
+    again = matcher.predict(clips[::-1])[1]
+    for other in (alone, again):
+        np.testing.assert_array_equal(batch[2].patch.categorical, other.patch.categorical)
+        np.testing.assert_allclose(batch[2].patch.continuous, other.patch.continuous, atol=1e-5)
+        np.testing.assert_allclose(batch[2].confidence, other.confidence, atol=1e-5)
+    # the dropout ensemble is an ensemble: its members disagree, so continuous confidence < 1
+    assert batch[2].confidence[: len(sampler.space.continuous)].min() < 1.0
