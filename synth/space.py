@@ -181,9 +181,10 @@ class ParameterSpace:
 
     def pitch_offset(self, patch: Patch) -> float:
         """Semitones from the played note to the pitch heard: the lowest transpose + tune
-        among the oscillators that are on and follow the keyboard (a sum of oscillators
-        repeats at the lowest one's period). Oscillators outside the scope count as in
-        the base preset (oscillator 1 on, untransposed). 0 when none sounds."""
+        among the oscillators that are on and follow the keyboard (oscillators stacked in
+        octaves repeat at the lowest one's period, the pitch an f0 estimate finds; other
+        intervals are left to the note head). Oscillators outside the scope count as in the
+        base preset (oscillator 1 on, untransposed). 0 when none sounds."""
         raw = self.raw_from_patch(patch)
         offsets = [raw.get(f"osc_{n}_transpose", 0.0) + raw.get(f"osc_{n}_tune", 0.0)
                    for n in (1, 2, 3)
