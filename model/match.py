@@ -166,14 +166,13 @@ class Matcher:
         The pitch heard is the note plus the patch's transpose and tune
         (``ParameterSpace.pitch_offset``), so the clip's f0 estimate (``f0_midi``) minus
         that offset is the note that makes the patch sound at the clip's pitch. The note
-        head's answer stands when it is sure or agrees with that note within a semitone.
+        head's answer is used only when it is sure (probability 0.5 or more) or there is no
+        f0 estimate: an unsure head a semitone off would put the preview out of tune.
         """
-        if f0 is None:
+        if f0 is None or prediction.note_prob >= 0.5:
             return NoteChoice(prediction.note, "model", f0)
         from_f0 = f0 - self.space.pitch_offset(prediction.patch)
-        if abs(prediction.note - from_f0) > 1.0 and prediction.note_prob < 0.5:
-            return NoteChoice(int(np.clip(round(from_f0), 0, 127)), "f0", f0)
-        return NoteChoice(prediction.note, "model", f0)
+        return NoteChoice(int(np.clip(round(from_f0), 0, 127)), "f0", f0)
 
     def refine(self, clip: Clip, patch: Patch, note: int, seconds: float,
                evals: int = 400) -> tuple[Patch, dict]:

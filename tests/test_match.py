@@ -184,6 +184,8 @@ def test_the_note_makes_a_transposed_patch_sound_at_the_clips_pitch(checkpoint):
     assert (choice.note, choice.source) == (48, "f0")
     again = Renderer(space).render(patch, choice.note).audio
     assert f0_midi(again, SR) == pytest.approx(60.0, abs=0.3)
+    near = Prediction(patch, note=49, note_prob=0.3, confidence=unsure.confidence)
+    assert matcher.choose_note(near, f0).note == 48  # an unsure head a semitone off is not used
     sure = Prediction(patch, note=47, note_prob=0.9, confidence=unsure.confidence)
     assert matcher.choose_note(sure, f0).source == "model"
     assert matcher.choose_note(unsure, None) == NoteChoice(30, "model", None)
