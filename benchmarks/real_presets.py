@@ -70,7 +70,7 @@ def main() -> None:
             f0 = f0_midi(target, sr)
             prediction = matcher.predict([target])[0]
             note = matcher.choose_note(prediction, f0).note
-            (nn_patches, nn_notes) = ev.answers(target[None])["nearest"]
+            nn_patches, nn_notes = ev.nearest(target[None])
             answers = {"init": (None, 60 if f0 is None else int(round(f0))),
                        "nearest": (nn_patches[0], nn_notes[0]),
                        "model": (prediction.patch, note)}

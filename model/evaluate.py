@@ -104,12 +104,19 @@ class Evaluator:
         patches, notes = predictions(out, self.ckpt.model.layout)
         result = {"model": (patches, notes), "init": ([None] * len(audio), notes)}
         if self.train is not None:
-            d = torch.cdist(self._features(audio), self.train_feats)
-            nearest = d.argmin(1).numpy()
-            result["nearest"] = ([Patch(self.train["continuous"][j].astype(np.float64),
-                                        self.train["categorical"][j]) for j in nearest],
-                                 [int(self.train["note"][j]) for j in nearest])
+            result["nearest"] = self.nearest(audio)
         return result
+
+    @torch.no_grad()
+    def nearest(self, audio: np.ndarray) -> tuple[list[Patch], list[int]]:
+        """The training presets whose log-mel is nearest each clip's, and the notes they
+        were rendered at."""
+        if self.train is None:
+            raise ValueError("no training data was given for the nearest-neighbour baseline")
+        nearest = torch.cdist(self._features(audio), self.train_feats).argmin(1).numpy()
+        return ([Patch(self.train["continuous"][j].astype(np.float64),
+                       self.train["categorical"][j]) for j in nearest],
+                [int(self.train["note"][j]) for j in nearest])
 
     def render(self, patch: Patch | None, note: int) -> np.ndarray:
         if patch is None:

@@ -103,7 +103,9 @@ class MatchNet(nn.Module):
 
     def heads(self, embedding: torch.Tensor) -> Outputs:
         """The MLP and the output heads (the only part with dropout)."""
-        h = self.trunk(embedding)
+        return self._outputs(self.trunk(embedding))
+
+    def _outputs(self, h: torch.Tensor) -> Outputs:
         return Outputs(torch.sigmoid(self.continuous(h)), self.categorical(h), self.note(h))
 
     def heads_ensemble(self, embedding: torch.Tensor, passes: int, seed: int = 0) -> Outputs:
@@ -115,8 +117,7 @@ class MatchNet(nn.Module):
         z = nn.Sequential(*body)(embedding)
         g = torch.Generator().manual_seed(seed)
         keep = (torch.rand(passes, z.shape[1], generator=g) >= dropout.p).to(z)
-        h = (z[:, None, :] * keep / (1.0 - dropout.p)).reshape(-1, z.shape[1])
-        return Outputs(torch.sigmoid(self.continuous(h)), self.categorical(h), self.note(h))
+        return self._outputs((z[:, None, :] * keep / (1.0 - dropout.p)).reshape(-1, z.shape[1]))
 
     def forward(self, audio: torch.Tensor) -> Outputs:
         """``audio``: mono ``(B, N)`` at the feature sample rate."""

@@ -166,11 +166,15 @@ class MatchService:
         except AudioInputError as exc:
             raise ApiError(422, "invalid_audio", str(exc)) from None
         t_read = time.monotonic()
-        prediction, batch_size = await self._call(self.model.predict.remote(clip.audio),
-                                                  deadline, "the model")
-        t_pred = time.monotonic()
-        f0 = await asyncio.to_thread(f0_midi, clip.audio, clip.sample_rate)
-        note = self.matcher.choose_note(prediction, f0)
+        # the f0 estimate runs here while the model replica predicts, as in Matcher.match
+        f0 = asyncio.ensure_future(asyncio.to_thread(f0_midi, clip.audio, clip.sample_rate))
+        try:
+            prediction, batch_size = await self._call(self.model.predict.remote(clip.audio),
+                                                      deadline, "the model")
+        finally:
+            t_pred = time.monotonic()
+            f0_note = await f0
+        note = self.matcher.choose_note(prediction, f0_note)
         patch, refinement = prediction.patch, None
         t_note = time.monotonic()
         if refine_seconds > 0:
