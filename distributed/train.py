@@ -39,7 +39,7 @@ from model.checkpoint import FILENAME, save_checkpoint, unwrap
 from model.data import COLUMNS, audio_tensor, decode_batch
 from model.features import FeatureConfig
 from model.loss import LossConfig, MatchLoss, Targets
-from model.metrics import ParamMetrics, audio_distances, predictions
+from model.metrics import AUDIO_METRICS, ParamMetrics, audio_distances, predictions
 from model.network import MatchNet, ModelConfig
 from synth.config import ConfigError, from_dict, require
 from synth.render import RenderConfig
@@ -334,7 +334,7 @@ def _validate(model, val_shard, loss_fn, layout, cfg, device, autocast, rank, re
     out.update({f"val/{k}": v for k, v in params.result().items()})
     # rank 0 renders; the sums are shared so every rank sees the same score (early stopping
     # must agree across ranks, or one would wait at the next report forever)
-    keys = sorted(audio) or ["audio/logmel_l1", "audio/mrstft"]
+    keys = AUDIO_METRICS  # the same order on every rank, whether it rendered or not
     sums = _all_reduce_sum(np.array([audio[k] for k in keys] + [audio_n], dtype=np.float64))
     if sums[-1]:
         out.update({f"val/{k}": float(v) / float(sums[-1]) for k, v in zip(keys, sums[:-1],

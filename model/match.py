@@ -6,9 +6,12 @@
 The clip is read and prepared by ``model.audio_input``; the network predicts the
 parameters, the note is cross-checked against a pitch (f0) estimate, and the
 patch is written onto the synthmatch base preset with a name and comment that
-say where it came from. Confidence: for a categorical parameter the predicted
-class's probability; for a continuous one ``1 - spread / 0.29`` over
-``mc_passes`` fixed dropout masks (0.29 is the spread of a uniform guess).
+say where it came from. A categorical parameter takes the class of least
+expected distance in sound (``model.decoding``) when a ``class_costs.json`` lies
+beside the checkpoint (the default model has one), else its most probable class.
+Confidence: for a categorical parameter the chosen class's probability; for a
+continuous one ``1 - spread / 0.29`` over ``mc_passes`` fixed dropout masks (0.29
+is the spread of a uniform guess).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import torch
 
 from model.audio_input import FORMATS, AudioInputError, Clip, InputConfig, load_clip
 from model.checkpoint import CheckpointError, load_checkpoint
+from model.decoding import FILENAME as CLASS_COSTS
+from model.decoding import ClassCosts, mbr
 from model.metrics import mrstft_distance, predictions
 from model.network import Outputs
 from synth.audio import write_wav
@@ -104,6 +109,11 @@ class Matcher:
             raise CheckpointError(f"{path}: no default model is shipped yet; pass --checkpoint")
         self.ckpt = load_checkpoint(path)
         self.space = self.ckpt.space
+        costs_path = path.with_name(CLASS_COSTS)
+        costs = ClassCosts.load(costs_path, self.space) if costs_path.exists() else None
+        # per categorical parameter: its cost matrix for MBR decoding, or None (argmax)
+        self.class_costs = [costs.costs.get(p.name) if costs else None
+                            for p in self.space.categorical]
         self.input_config = input_config or InputConfig()
         self.mc_passes = mc_passes
         feats = self.ckpt.features
@@ -139,8 +149,10 @@ class Matcher:
         heads) runs under ``mc_passes`` fixed dropout masks (``MatchNet.heads_ensemble``):
         the mean is the prediction, the spread the continuous parameters' confidence (a
         small ensemble for the price of one encoder pass). The masks are the same for every
-        clip, so a clip gets the same answer in any batch. Categorical confidence: the
-        predicted class's mean probability.
+        clip, so a clip gets the same answer in any batch. Each categorical parameter
+        takes the class of least expected cost over its mean probabilities
+        (``model.decoding.mbr``; the argmax without class costs); its confidence is that
+        class's mean probability.
         """
         model, layout = self.ckpt.model, self.ckpt.model.layout
         x = torch.from_numpy(np.stack([np.asarray(a, dtype=np.float32) for a in audio]))
@@ -154,8 +166,11 @@ class Matcher:
         note_probs = torch.softmax(out.note, 1).view(b, k, -1).mean(1)
         patches, notes = predictions(Outputs(cont.mean(1), torch.log(torch.cat(cat_probs, 1)),
                                              torch.log(note_probs)), layout)
+        probs = [p.numpy().astype(np.float64) for p in cat_probs]
+        chosen = np.stack([mbr(p, c) for p, c in zip(probs, self.class_costs, strict=True)], 1)
+        patches = [Patch(patch.continuous, chosen[i]) for i, patch in enumerate(patches)]
         cont_conf = np.clip(1.0 - spread / UNIFORM_STD, 0.0, 1.0)
-        cat_conf = torch.stack([p.max(1).values for p in cat_probs], 1).numpy()
+        cat_conf = np.stack([p[np.arange(b), chosen[:, j]] for j, p in enumerate(probs)], 1)
         return [Prediction(patches[i], notes[i], float(note_probs[i, notes[i]]),
                            np.concatenate([cont_conf[i], cat_conf[i]]).astype(np.float64))
                 for i in range(b)]

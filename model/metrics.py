@@ -92,8 +92,12 @@ def mrstft_distance(pred: np.ndarray, target: np.ndarray) -> float:
         return float(_mrstft(a, b))
 
 
+AUDIO_METRICS = ("audio/logmel_l1", "audio/mrstft")  # the keys of ``audio_distances``
+
+
 def audio_distances(pred: np.ndarray, target: np.ndarray, sample_rate: int) -> dict[str, float]:
-    """auraloss multi-resolution STFT distance and log-mel L1 between two mono renders."""
+    """auraloss multi-resolution STFT distance and log-mel L1 between two mono renders
+    (keys: ``AUDIO_METRICS``)."""
     n = min(len(pred), len(target))
     return {"audio/mrstft": mrstft_distance(pred, target),
             "audio/logmel_l1": log_mel_distance(pred[:n], target[:n], sample_rate)}
