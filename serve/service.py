@@ -29,6 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from model.audio_input import FORMATS, AudioInputError, InputConfig, sniff_format
+from model.decoding import FILENAME as CLASS_COSTS
 from model.match import DEFAULT_CHECKPOINT, Matcher, MatchResult, f0_midi
 from model.tutorial import Tutorial, write_tutorial
 from serve.config import ServeConfig
@@ -91,7 +92,12 @@ class MatchService:
         path = Path(config.checkpoint) if config.checkpoint else DEFAULT_CHECKPOINT
         self.matcher = Matcher(path, InputConfig(max_seconds=config.max_clip_seconds))
         self.sample_rate = self.matcher.render_config.sample_rate
-        self.model_version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        # the weights and the class costs beside them (both decide the answer)
+        costs = path.with_name(CLASS_COSTS)
+        digest = hashlib.sha256(path.read_bytes())
+        if costs.exists():
+            digest.update(costs.read_bytes())
+        self.model_version = digest.hexdigest()[:12]
         self.checkpoint_name = path.name
         # the f0 estimate's first call compiles (numba): do it now, not on a request
         tone = np.sin(2 * np.pi * 220 * np.arange(self.sample_rate) / self.sample_rate)
