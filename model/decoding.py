@@ -67,14 +67,19 @@ class ClassCosts:
 
     @classmethod
     def load(cls, path: Path, space: ParameterSpace) -> ClassCosts:
-        doc = json.loads(Path(path).read_text())
-        space.check_id(doc["space_id"], str(path))
-        costs = {k: np.asarray(v, dtype=np.float64) for k, v in doc["costs"].items()}
+        try:
+            doc = json.loads(Path(path).read_text())
+            recorded, presets = doc["space_id"], int(doc["presets"])
+            costs = {k: np.asarray(v, dtype=np.float64) for k, v in doc["costs"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}: not a class costs file ({type(exc).__name__}: {exc}); "
+                             "make it with python -m model.decoding") from exc
+        space.check_id(recorded, str(path))
         for p in space.categorical:
             if p.name in costs and costs[p.name].shape != (p.num_classes, p.num_classes):
                 raise ValueError(f"{path}: {p.name} costs have shape {costs[p.name].shape}, "
                                  f"expected ({p.num_classes}, {p.num_classes})")
-        return cls(doc["space_id"], int(doc["presets"]), costs)
+        return cls(recorded, presets, costs)
 
 
 def mbr(probs: np.ndarray, cost: np.ndarray | None) -> np.ndarray:

@@ -64,6 +64,10 @@ def test_costs_file_round_trip_and_bad_files(costs, tmp_path):
     ClassCosts(costs.space_id, 1, {"osc_1_on": np.zeros((3, 3))}).save(path)
     with pytest.raises(ValueError, match="osc_1_on costs have shape"):
         ClassCosts.load(path, get_space("core"))
+    for text in ("not json", '{"space_id": "x"}', "[1, 2]"):
+        path.write_text(text)
+        with pytest.raises(ValueError, match="not a class costs file"):
+            ClassCosts.load(path, get_space("core"))
 
 
 def test_the_matcher_decodes_with_the_costs_beside_its_checkpoint(costs, tmp_path):
