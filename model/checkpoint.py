@@ -9,7 +9,6 @@ version or another parameter space with a message that says which.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from model.features import FeatureConfig
 from model.loss import LossConfig
 from model.network import MatchNet, ModelConfig
 from synth.config import from_dict
+from synth.files import atomic_path
 from synth.space import ParameterSpace, SpaceError, get_space
 
 FORMAT = "synthmatch-checkpoint"
@@ -50,7 +50,6 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module | dict, spac
                     training: dict) -> Path:
     """Write the artifact atomically. ``model``: a module or its state dict."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = model if isinstance(model, dict) else unwrap(model).state_dict()
     state = {k: v.detach().cpu() for k, v in state.items()}
     payload = {
@@ -59,14 +58,8 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module | dict, spac
         "features": features.to_dict(), "model": model_config.to_dict(), "loss": loss.to_dict(),
         "training": training, "state_dict": state,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

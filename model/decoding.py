@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from model.features import FeatureConfig, LogMel
-from synth.render import RenderConfig, Renderer
+from synth.files import atomic_path
+from synth.render import Renderer
 from synth.sampling import Sampler, SamplerConfig
 from synth.space import ParameterSpace, Patch
 
@@ -61,9 +62,8 @@ class ClassCosts:
                "metric": "mean log-mel L1 (model features) between renders differing in one "
                          "categorical parameter",
                "costs": {k: np.round(v, 4).tolist() for k, v in self.costs.items()}}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(doc))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(doc))
 
     @classmethod
     def load(cls, path: Path, space: ParameterSpace) -> ClassCosts:
@@ -95,9 +95,7 @@ def measure(space: ParameterSpace, features: FeatureConfig, presets: int = 6, se
     """Cost matrices from renders of ``presets`` patches of the scope's sampler (indices from
     ``first_index``, away from the ones a training set of that seed uses), for the
     categorical parameters ``names`` (default: all but the transposes)."""
-    render = RenderConfig(sample_rate=features.sample_rate, render_dur=features.duration_s,
-                          note_dur=round(features.duration_s * 0.75, 3))
-    renderer = Renderer(space, render)
+    renderer = Renderer(space, features.render_config())
     sampler = Sampler(SamplerConfig(scope=space.name, seed=seed))
     frontend = LogMel(features)
     samples = [sampler.sample(first_index + m) for m in range(presets)]
@@ -133,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from model.checkpoint import CheckpointError, load_checkpoint
 
     if args.presets < 1:
-        print("error: --presets must be >= 1", file=sys.stderr)
-        return 2
+        p.error("--presets must be >= 1")
     try:
         ckpt = load_checkpoint(args.checkpoint)
     except (CheckpointError, OSError) as exc:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from synth.config import require
+from synth.render import RenderConfig
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,12 @@ class FeatureConfig:
     @property
     def num_frames(self) -> int:
         return self.num_samples // self.hop + 1
+
+    def render_config(self) -> RenderConfig:
+        """How to render notes these features are made from: the window, at this rate, with
+        the note held for three quarters of it (the training renders' 1.5 s of 2 s)."""
+        return RenderConfig(sample_rate=self.sample_rate, render_dur=self.duration_s,
+                            note_dur=round(self.duration_s * 0.75, 3))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -37,7 +37,7 @@ from model.network import Outputs
 from synth.audio import write_wav
 from synth.base import base_preset
 from synth.preset import Preset, apply_patch, save_preset
-from synth.render import RenderConfig, Renderer
+from synth.render import Renderer
 from synth.space import Patch
 
 log = logging.getLogger("model.match")
@@ -116,10 +116,7 @@ class Matcher:
                             for p in self.space.categorical]
         self.input_config = input_config or InputConfig()
         self.mc_passes = mc_passes
-        feats = self.ckpt.features
-        self.render_config = RenderConfig(sample_rate=feats.sample_rate,
-                                          render_dur=feats.duration_s,
-                                          note_dur=round(feats.duration_s * 0.75, 3))
+        self.render_config = self.ckpt.features.render_config()
         self._renderer: Renderer | None = None
         self._refiner = None
         self._modules = {p.name: p.module for p in self.space.params}

@@ -5,25 +5,19 @@ from __future__ import annotations
 import functools
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from synth.files import atomic_path
+
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> Path:
     """Write mono float audio as 24-bit PCM WAV, atomically (temporary file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_24", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -14,11 +14,11 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from synth.controls import discover_controls
+from synth.files import atomic_path
 from synth.space import ParameterSpace, Patch, SpaceError
 
 # What we stamp on presets we make. Vital refuses presets from a newer version
@@ -197,13 +197,6 @@ def save_preset(preset: Preset, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".vital":
         raise PresetError(str(path), "preset files must end in .vital")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(preset.data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(preset.data))
     return path
