@@ -56,7 +56,7 @@ def main() -> None:
     matcher = Matcher(args.checkpoint)
     render = RenderConfig(note_dur=1.5, render_dur=2.0, velocity=0.8)
     sr = render.sample_rate
-    ev = Evaluator(matcher.ckpt, args.train_data, render)
+    ev = Evaluator(matcher, args.train_data, render)
     refiner = Refiner(matcher.space, render) if args.refine_seconds > 0 else None
     target_renderer = Renderer(matcher.space, render)
     paths = sorted(args.presets.glob("*.vital"))

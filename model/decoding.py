@@ -90,6 +90,20 @@ def mbr(probs: np.ndarray, cost: np.ndarray | None) -> np.ndarray:
     return (probs @ cost).argmin(1)
 
 
+def costs_beside(checkpoint: str | Path, space: ParameterSpace) -> list[np.ndarray | None]:
+    """Per categorical parameter of ``space``, its cost matrix from the ``class_costs.json``
+    beside ``checkpoint``, or None (the argmax); all None when there is no such file."""
+    path = Path(checkpoint).with_name(FILENAME)
+    costs = ClassCosts.load(path, space) if path.exists() else None
+    return [costs.costs.get(p.name) if costs else None for p in space.categorical]
+
+
+def choose_classes(probs: list[np.ndarray], costs: list[np.ndarray | None]) -> np.ndarray:
+    """Each categorical parameter's probabilities ``(B, K_i)`` and costs -> the chosen
+    classes ``(B, number of parameters)``."""
+    return np.stack([mbr(p, c) for p, c in zip(probs, costs, strict=True)], 1)
+
+
 def measure(space: ParameterSpace, features: FeatureConfig, presets: int = 6, seed: int = 1,
             first_index: int = 1_000_000, names: tuple[str, ...] | None = None) -> ClassCosts:
     """Cost matrices from renders of ``presets`` patches of the scope's sampler (indices from

@@ -8,9 +8,14 @@ compared with the target audio (auraloss multi-resolution STFT, log-mel L1):
 
 - ``init``: Vital's init preset (what you start from in Vital);
 - ``nearest``: the training preset whose log-mel is nearest the target's;
-- ``model``: the checkpoint's prediction.
+- ``model``: the checkpoint's prediction, as ``model.match.Matcher`` makes it (its
+  dropout ensemble, and its class costs when a ``class_costs.json`` lies beside the
+  checkpoint).
 
-On a dataset split the parameter-space metrics (MAE, accuracies) are given too.
+On a dataset split the parameter-space metrics (MAE, accuracies) of the model's and
+the nearest neighbour's answers are given too: side by side they show how far a
+sound's closeness is from its parameters' (a neighbour can sound close with other
+parameters).
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from model.checkpoint import CheckpointError
 from model.data import decode_batch, read_rows
 from model.loss import Targets
-from model.metrics import ParamMetrics, audio_distances, predictions
+from model.match import Matcher
+from model.metrics import ParamMetrics, answer_outputs, audio_distances
 from synth.preset import PresetError, load_preset
 from synth.render import RenderConfig, Renderer
 from synth.space import Patch
@@ -70,9 +76,10 @@ def _all_rows(*args, **kwargs) -> dict[str, np.ndarray]:
 class Evaluator:
     """Scores the model and the baselines against target clips."""
 
-    def __init__(self, ckpt: Checkpoint, train_data: str | None, render: RenderConfig,
+    def __init__(self, matcher: Matcher, train_data: str | None, render: RenderConfig,
                  max_train: int = 0):
-        self.ckpt, self.render_cfg = ckpt, render
+        self.matcher, self.ckpt, self.render_cfg = matcher, matcher.ckpt, render
+        ckpt = self.ckpt
         self.renderer = Renderer(ckpt.space, render)
         self.init = Renderer(ckpt.space, render)
         self.init.synth.load_init_preset()
@@ -100,8 +107,9 @@ class Evaluator:
     def answers(self, audio: np.ndarray) -> dict[str, tuple[Patch | None, list[int]]]:
         """Per method: a patch per clip (None: the init preset) and the note to play (the
         model's note head; for ``nearest``, the note the neighbour was rendered at)."""
-        out = self.ckpt.model(torch.from_numpy(audio))
-        patches, notes = predictions(out, self.ckpt.model.layout)
+        predicted = [p for i in range(0, len(audio), 64)
+                     for p in self.matcher.predict(list(audio[i:i + 64]))]
+        patches, notes = [p.patch for p in predicted], [p.note for p in predicted]
         result = {"model": (patches, notes), "init": ([None] * len(audio), notes)}
         if self.train is not None:
             result["nearest"] = self.nearest(audio)
@@ -123,11 +131,13 @@ class Evaluator:
             return self.init.render_current(note).audio
         return self.renderer.render(patch, note).audio
 
-    def score(self, audio: np.ndarray, notes: list[int]) -> dict[str, list[dict]]:
+    def score(self, audio: np.ndarray, notes: list[int], answers: dict | None = None
+              ) -> dict[str, list[dict]]:
         """Audio distances per method per clip. ``notes``: the note each answer is played at
-        (the target's own, so every method is judged on timbre at the right pitch)."""
+        (the target's own, so every method is judged on timbre at the right pitch);
+        ``answers``: ``answers(audio)`` when already made."""
         scores: dict[str, list[dict]] = defaultdict(list)
-        for method, (patches, _) in self.answers(audio).items():
+        for method, (patches, _) in (answers or self.answers(audio)).items():
             for patch, note, target in zip(patches, notes, audio, strict=True):
                 pred = self.render(patch, int(note))
                 scores[method].append(audio_distances(pred, target, self.render_cfg.sample_rate))
@@ -144,14 +154,17 @@ def evaluate_data(ev: Evaluator, data: str, limit: int) -> dict:
     rows = _all_rows(data, True, fraction, limit, ev.ckpt.features.num_samples)
     if not len(rows["id"]):
         raise ValueError(f"{data}: no validation rows on the synthmatch base preset")
-    params = ParamMetrics(ev.ckpt.model.layout)
-    with torch.no_grad():
-        out = ev.ckpt.model(torch.from_numpy(rows["audio"]))
-    params.update(out, Targets(torch.from_numpy(rows["continuous"]),
-                               torch.from_numpy(rows["categorical"]),
-                               torch.from_numpy(rows["note"])))
-    scores = ev.score(rows["audio"], rows["note"].tolist())
-    return {"clips": len(rows["id"]), "audio": summarise(scores), "params": params.result()}
+    answers = ev.answers(rows["audio"])
+    target = Targets(torch.from_numpy(rows["continuous"]), torch.from_numpy(rows["categorical"]),
+                     torch.from_numpy(rows["note"]))
+    params = {}
+    for method in ("model", "nearest"):
+        if method in answers:
+            metrics = ParamMetrics(ev.ckpt.model.layout)
+            metrics.update(answer_outputs(*answers[method], ev.ckpt.model.layout), target)
+            params[method] = metrics.result()
+    scores = ev.score(rows["audio"], rows["note"].tolist(), answers)
+    return {"clips": len(rows["id"]), "audio": summarise(scores), "params": params}
 
 
 def evaluate_presets(ev: Evaluator, folder: Path, note: int) -> dict:
@@ -183,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        ckpt = load_checkpoint(args.checkpoint)
+        matcher = Matcher(args.checkpoint)
+        ckpt = matcher.ckpt
         train_data = args.train_data or ckpt.training.get("data")
         if train_data and not (Path(train_data) / "data").is_dir():
             log.warning("training data %s not found here; no nearest-neighbour baseline",
@@ -192,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         render = RenderConfig(sample_rate=ckpt.features.sample_rate,
                               render_dur=ckpt.features.duration_s,
                               note_dur=min(1.5, ckpt.features.duration_s * 0.75))
-        ev = Evaluator(ckpt, train_data, render)
+        ev = Evaluator(matcher, train_data, render)
         report = (evaluate_data(ev, args.data, args.limit) if args.data
                   else evaluate_presets(ev, args.presets, args.note))
     except (CheckpointError, PresetError, FileNotFoundError, ValueError) as exc:
@@ -204,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{method:10} " + " ".join(f"{v:20.3f}" for v in
                                                report["audio"][method].values()))
     if "params" in report:
-        print(json.dumps(report["params"], indent=2))
+        names = list(report["params"]["model"])
+        print(f"{'method':10} " + " ".join(f"{k:>16}" for k in names))
+        for method, values in report["params"].items():
+            print(f"{method:10} " + " ".join(f"{values[k]:16.3f}" for k in names))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

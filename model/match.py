@@ -30,10 +30,8 @@ import torch
 
 from model.audio_input import FORMATS, AudioInputError, Clip, InputConfig, load_clip
 from model.checkpoint import CheckpointError, load_checkpoint
-from model.decoding import FILENAME as CLASS_COSTS
-from model.decoding import ClassCosts, mbr
-from model.metrics import mrstft_distance, predictions
-from model.network import Outputs
+from model.decoding import choose_classes, costs_beside
+from model.metrics import mrstft_distance
 from synth.audio import write_wav
 from synth.base import base_preset
 from synth.preset import Preset, apply_patch, save_preset
@@ -109,11 +107,8 @@ class Matcher:
             raise CheckpointError(f"{path}: no default model is shipped yet; pass --checkpoint")
         self.ckpt = load_checkpoint(path)
         self.space = self.ckpt.space
-        costs_path = path.with_name(CLASS_COSTS)
-        costs = ClassCosts.load(costs_path, self.space) if costs_path.exists() else None
         # per categorical parameter: its cost matrix for MBR decoding, or None (argmax)
-        self.class_costs = [costs.costs.get(p.name) if costs else None
-                            for p in self.space.categorical]
+        self.class_costs = costs_beside(path, self.space)
         self.input_config = input_config or InputConfig()
         self.mc_passes = mc_passes
         self.render_config = self.ckpt.features.render_config()
@@ -161,11 +156,11 @@ class Matcher:
         cat_probs = [torch.softmax(layout.logits(out.categorical, i), 1).view(b, k, -1).mean(1)
                      for i in range(len(layout.classes))]
         note_probs = torch.softmax(out.note, 1).view(b, k, -1).mean(1)
-        patches, notes = predictions(Outputs(cont.mean(1), torch.log(torch.cat(cat_probs, 1)),
-                                             torch.log(note_probs)), layout)
+        continuous = cont.mean(1).clamp(0, 1).numpy().astype(np.float64)
+        notes = note_probs.argmax(1).tolist()
         probs = [p.numpy().astype(np.float64) for p in cat_probs]
-        chosen = np.stack([mbr(p, c) for p, c in zip(probs, self.class_costs, strict=True)], 1)
-        patches = [Patch(patch.continuous, chosen[i]) for i, patch in enumerate(patches)]
+        chosen = choose_classes(probs, self.class_costs)
+        patches = [Patch(continuous[i], chosen[i]) for i in range(b)]
         cont_conf = np.clip(1.0 - spread / UNIFORM_STD, 0.0, 1.0)
         cat_conf = np.stack([p[np.arange(b), chosen[:, j]] for j, p in enumerate(probs)], 1)
         return [Prediction(patches[i], notes[i], float(note_probs[i, notes[i]]),

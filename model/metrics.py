@@ -75,6 +75,21 @@ def predictions(out: Outputs, layout: SpaceLayout) -> tuple[list[Patch], list[in
     return [Patch(c, k) for c, k in zip(cont, cats, strict=True)], notes
 
 
+def answer_outputs(patches: list[Patch], notes: list[int], layout: SpaceLayout) -> Outputs:
+    """Answers (patches and notes) as network outputs, so ``ParamMetrics`` scores any
+    method's answer: the continuous values as they are, each chosen class and the note as
+    a one-hot logit."""
+    b = len(patches)
+    categorical = torch.zeros(b, layout.offsets[-1])
+    for j in range(len(layout.classes)):
+        categorical[torch.arange(b), torch.tensor([layout.offsets[j] + int(p.categorical[j])
+                                                   for p in patches])] = 1.0
+    note = torch.zeros(b, 128)
+    note[torch.arange(b), torch.tensor(notes, dtype=torch.long)] = 1.0
+    continuous = torch.from_numpy(np.stack([p.continuous for p in patches])).float()
+    return Outputs(continuous, categorical, note)
+
+
 _mrstft = None
 
 

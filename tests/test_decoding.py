@@ -118,3 +118,34 @@ def test_the_default_model_ships_its_class_costs(tmp_path):
     # and without the file the same checkpoint decodes by argmax
     shutil.copy(DEFAULT_CHECKPOINT, tmp_path / "model.pt")
     assert all(c is None for c in Matcher(tmp_path / "model.pt").class_costs)
+
+
+def test_any_answer_is_scored_in_parameter_space():
+    """``answer_outputs`` lets ``ParamMetrics`` score a retrieved or decoded answer: the
+    truth scores perfectly, and one changed class or value is counted."""
+    import torch
+
+    from model.loss import Targets
+    from model.metrics import ParamMetrics, answer_outputs
+    from model.network import SpaceLayout
+    from synth.space import Patch
+
+    space = get_space("core")
+    layout = SpaceLayout(space)
+    samples = Sampler(SamplerConfig(seed=5)).samples(range(4))
+    truth = Targets(torch.tensor(np.stack([s.patch.continuous for s in samples])).float(),
+                    torch.tensor(np.stack([s.patch.categorical for s in samples])),
+                    torch.tensor([s.note for s in samples]))
+    perfect = ParamMetrics(layout)
+    perfect.update(answer_outputs([s.patch for s in samples], [s.note for s in samples],
+                                  layout), truth)
+    assert perfect.result()["mae/all"] == pytest.approx(0.0, abs=1e-6)
+    assert perfect.result()["acc/categorical"] == 1.0 and perfect.result()["acc/note"] == 1.0
+    wrong = [Patch(s.patch.continuous, s.patch.categorical.copy()) for s in samples]
+    j = [p.name for p in space.categorical].index("osc_1_distortion_type")
+    for p in wrong:
+        p.categorical[j] = (p.categorical[j] + 1) % space.categorical[j].num_classes
+    off = ParamMetrics(layout)
+    off.update(answer_outputs(wrong, [s.note + 1 for s in samples], layout), truth)
+    assert off.result()["acc/categorical"] == pytest.approx(1 - 1 / len(space.categorical))
+    assert off.result()["acc/note"] == 0.0

@@ -83,7 +83,11 @@ def test_evaluate_reports_model_and_baselines(trained, tiny_data, tmp_path, real
     doc = json.loads(report.read_text())
     assert set(doc["audio"]) == {"init", "nearest", "model"}
     assert all(v["median mrstft"] > 0 for v in doc["audio"].values())
-    assert 0 <= doc["params"]["acc/note"] <= 1
+    # the parameters of the model's and the neighbour's answers, scored alike
+    assert set(doc["params"]) == {"model", "nearest"}
+    for method in ("model", "nearest"):
+        assert 0 <= doc["params"][method]["acc/note"] <= 1
+        assert 0 <= doc["params"][method]["mae/all"] <= 1
     presets = tmp_path / "presets"
     presets.mkdir()
     for p in real_presets[:2]:
