@@ -35,7 +35,6 @@ import torch
 
 from distributed import dataset as fmt
 from distributed.storage import resolve
-from model.augment import Augment, AugmentConfig
 from model.checkpoint import FILENAME, save_checkpoint, unwrap
 from model.data import COLUMNS, audio_tensor, decode_batch
 from model.features import FeatureConfig
@@ -80,7 +79,6 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)  # effects on training clips
 
     def __post_init__(self):
         require(self.workers >= 1, "workers", self.workers, ">= 1")
@@ -114,8 +112,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
         data = dict(data)
-        nested = {"model": ModelConfig, "features": FeatureConfig, "loss": LossConfig,
-                  "augment": AugmentConfig}
+        nested = {"model": ModelConfig, "features": FeatureConfig, "loss": LossConfig}
         for key, typ in nested.items():
             value = data.get(key, {})
             data[key] = value if isinstance(value, typ) else from_dict(typ, value, key)
@@ -250,18 +247,13 @@ def train_func(config: dict) -> None:
             local_shuffle_buffer_size=cfg.shuffle_buffer or None,
             local_shuffle_seed=cfg.seed + epoch))
         waited = 0.0  # seconds spent waiting for data: ingest is the bottleneck if large
-        # effects drawn from (seed, rank, epoch) alone, so a resumed epoch draws the same
-        augment = Augment(cfg.augment, cfg.features.sample_rate,
-                          seed=(cfg.seed * 1000 + rank) * 1000 + epoch)
         while True:
             t_wait = time.perf_counter()
             tensors = next(batches, None)
             waited += time.perf_counter() - t_wait
             if tensors is None:
                 break
-            batch = to_batch(tensors)
-            batch.audio = augment(batch.audio)
-            group.append(batch)
+            group.append(to_batch(tensors))
             if len(group) == cfg.grad_accum:
                 for key, value in accumulation_step(model, group, loss_fn, optimizer,
                                                     cfg.grad_clip, autocast).items():
@@ -520,7 +512,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help=f"default {d.epochs}")
     p.add_argument("--lr", type=float, help=f"default {d.lr}")
     p.add_argument("--config", type=Path, help="JSON file of TrainConfig keys, with [model], "
-                                               "[features], [loss] and [augment] objects")
+                                               "[features] and [loss] objects")
     p.add_argument("--no-wandb", action="store_true", help="only the local metrics.jsonl")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     p.add_argument("-v", "--verbose", action="store_true")
