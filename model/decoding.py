@@ -90,10 +90,15 @@ def mbr(probs: np.ndarray, cost: np.ndarray | None) -> np.ndarray:
     return (probs @ cost).argmin(1)
 
 
+def costs_path(checkpoint: str | Path) -> Path:
+    """Where a checkpoint's class costs live: ``class_costs.json`` beside it."""
+    return Path(checkpoint).with_name(FILENAME)
+
+
 def costs_beside(checkpoint: str | Path, space: ParameterSpace) -> list[np.ndarray | None]:
     """Per categorical parameter of ``space``, its cost matrix from the ``class_costs.json``
     beside ``checkpoint``, or None (the argmax); all None when there is no such file."""
-    path = Path(checkpoint).with_name(FILENAME)
+    path = costs_path(checkpoint)
     costs = ClassCosts.load(path, space) if path.exists() else None
     return [costs.costs.get(p.name) if costs else None for p in space.categorical]
 
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     costs = measure(ckpt.space, ckpt.features, args.presets, args.seed)
-    out = args.checkpoint.with_name(FILENAME)
+    out = costs_path(args.checkpoint)
     costs.save(out)
     log.info("wrote %s (%d parameters)", out, len(costs.costs))
     return 0

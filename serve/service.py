@@ -29,7 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from model.audio_input import FORMATS, AudioInputError, InputConfig, sniff_format
-from model.decoding import FILENAME as CLASS_COSTS
+from model.decoding import costs_path
 from model.match import DEFAULT_CHECKPOINT, Matcher, MatchResult, f0_midi
 from model.tutorial import Tutorial, write_tutorial
 from serve.config import ServeConfig
@@ -93,7 +93,7 @@ class MatchService:
         self.matcher = Matcher(path, InputConfig(max_seconds=config.max_clip_seconds))
         self.sample_rate = self.matcher.render_config.sample_rate
         # the weights and the class costs beside them (both decide the answer)
-        costs = path.with_name(CLASS_COSTS)
+        costs = costs_path(path)
         digest = hashlib.sha256(path.read_bytes())
         if costs.exists():
             digest.update(costs.read_bytes())
