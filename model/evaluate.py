@@ -203,10 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("training data %s not found here; no nearest-neighbour baseline",
                         train_data)
             train_data = None
-        render = RenderConfig(sample_rate=ckpt.features.sample_rate,
-                              render_dur=ckpt.features.duration_s,
-                              note_dur=min(1.5, ckpt.features.duration_s * 0.75))
-        ev = Evaluator(matcher, train_data, render)
+        # the answers are rendered as the matcher renders its previews
+        ev = Evaluator(matcher, train_data, matcher.render_config)
         report = (evaluate_data(ev, args.data, args.limit) if args.data
                   else evaluate_presets(ev, args.presets, args.note))
     except (CheckpointError, PresetError, FileNotFoundError, ValueError) as exc:
