@@ -10,6 +10,12 @@ gradients synchronised only on the last, every epoch ends with validation, a
 checkpoint through ``ray.train.report`` and a W&B / ``metrics.jsonl`` log line.
 Run the same command again on the same ``--out`` and training resumes from
 the latest checkpoint; a crashed worker is restarted from it too.
+
+Fine-tuning through the synth (``model.sound``) adds a loss on the rendered sound of
+patches drawn from the heads; it starts from a trained model:
+
+    python -m distributed.train --data data/core-2k --out runs/core-sound \
+        --config model/default/finetune.json --init-checkpoint runs/core/model.pt
 """
 
 from __future__ import annotations
@@ -35,12 +41,13 @@ import torch
 
 from distributed import dataset as fmt
 from distributed.storage import resolve
-from model.checkpoint import FILENAME, save_checkpoint, unwrap
+from model.checkpoint import FILENAME, load_checkpoint, save_checkpoint, unwrap
 from model.data import COLUMNS, audio_tensor, decode_batch
 from model.features import FeatureConfig
 from model.loss import LossConfig, MatchLoss, Targets
 from model.metrics import AUDIO_METRICS, ParamMetrics, audio_distances, predictions
 from model.network import MatchNet, ModelConfig
+from model.sound import SoundConfig, SoundObjective
 from synth.config import ConfigError, from_dict, require
 from synth.render import RenderConfig
 from synth.space import get_space
@@ -66,7 +73,8 @@ class TrainConfig:
     val_fraction: float = 0.1
     patience: int = 5  # epochs without a better validation score before stopping
     # the validation score that picks the best epoch and drives early stopping: "loss", or
-    # "audio" (MR-STFT distance of the audio_eval_presets re-rendered from the predictions)
+    # "audio" (MR-STFT distance of the audio_eval_presets re-rendered from the predictions,
+    # each at its clip's note)
     select_by: str = "loss"
     audio_eval_presets: int = 8  # validation presets re-rendered each epoch
     shuffle_buffer: int = 256
@@ -76,9 +84,15 @@ class TrainConfig:
     seed: int = 0
     wandb: bool = True
     wandb_project: str = "synthmatch"
+    # fine-tuning: start from this checkpoint's weights (same space, features and model)
+    init_checkpoint: str = ""
+    # 0: an epoch is the whole training split; else at most this many optimizer steps, on
+    # a training split whose block order is drawn anew each epoch
+    max_steps_per_epoch: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    sound: SoundConfig = field(default_factory=SoundConfig)  # model.sound; off by default
 
     def __post_init__(self):
         require(self.workers >= 1, "workers", self.workers, ">= 1")
@@ -101,6 +115,8 @@ class TrainConfig:
                 "0 < cpus <= 64")
         require(self.cache_decoded in ("auto", "always", "never"), "cache_decoded",
                 self.cache_decoded, "'auto', 'always' or 'never'")
+        require(self.max_steps_per_epoch >= 0, "max_steps_per_epoch", self.max_steps_per_epoch,
+                ">= 0")
 
     @property
     def micro_batch(self) -> int:
@@ -112,7 +128,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
         data = dict(data)
-        nested = {"model": ModelConfig, "features": FeatureConfig, "loss": LossConfig}
+        nested = {"model": ModelConfig, "features": FeatureConfig, "loss": LossConfig,
+                  "sound": SoundConfig}
         for key, typ in nested.items():
             value = data.get(key, {})
             data[key] = value if isinstance(value, typ) else from_dict(typ, value, key)
@@ -134,13 +151,15 @@ def to_batch(tensors: dict[str, torch.Tensor]) -> Batch:
 
 def accumulation_step(model: torch.nn.Module, micro_batches: list[Batch], loss_fn: MatchLoss,
                       optimizer: torch.optim.Optimizer, grad_clip: float = 0.0,
-                      autocast: contextlib.AbstractContextManager | None = None
-                      ) -> dict[str, float]:
+                      autocast: contextlib.AbstractContextManager | None = None,
+                      sound: SoundObjective | None = None) -> dict[str, float]:
     """One optimizer step over ``len(micro_batches)`` micro-batches.
 
     Each micro-batch's loss is divided by their number, so K micro-batches of B
     examples give the gradient of one batch of K*B. Under DDP, gradients are
-    all-reduced only on the last micro-batch (``no_sync`` on the others).
+    all-reduced only on the last micro-batch (``no_sync`` on the others). With
+    ``sound``, its loss (``model.sound``), weighted by ``sound.config.weight``, joins the
+    parameter losses.
     """
     k = len(micro_batches)
     ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
@@ -150,7 +169,15 @@ def accumulation_step(model: torch.nn.Module, micro_batches: list[Batch], loss_f
         sync = contextlib.nullcontext() if (not ddp or j == k - 1) else model.no_sync()
         with sync:
             with autocast or contextlib.nullcontext():
-                losses = loss_fn(model(mb.audio), mb.target)
+                out = model(mb.audio)
+                losses = loss_fn(out, mb.target)
+            if sound is not None:
+                with torch.no_grad():
+                    clip = unwrap(model).frontend(mb.audio)
+                terms = sound(out, clip, mb.target.note)
+                losses["loss/total"] = (losses["loss/total"]
+                                        + sound.config.weight * terms["loss/sound"])
+                losses.update(terms)
             (losses["loss/total"] / k).backward()
         for key, value in losses.items():
             totals[key] += float(value.detach()) / k
@@ -200,7 +227,7 @@ def train_func(config: dict) -> None:
 
     model = MatchNet(space, cfg.features, cfg.model)
     start_epoch, best, bad_epochs = 0, math.inf, 0
-    optimizer_state = best_state = None
+    optimizer_state = best_state = best_seen = None  # best_seen: the best epoch and its metrics
     # Ray's record, or the newest complete checkpoint on disk, whichever is newer: Ray
     # learns of a report only when its controller polls the worker, so a worker or a
     # driver killed just after a checkpoint was written can leave Ray without it.
@@ -212,12 +239,16 @@ def train_func(config: dict) -> None:
         with c.as_directory() as d:
             states.append((torch.load(Path(d) / STATE, map_location="cpu", weights_only=False),
                            torch.load(Path(d) / "best.pt", map_location="cpu",
-                                      weights_only=False)["state_dict"]))
+                                      weights_only=False)))
     if states:
-        state, best_state = max(states, key=lambda sb: sb[0]["epoch"])
+        state, best_payload = max(states, key=lambda sb: sb[0]["epoch"])
+        best_state = best_payload["state_dict"]
+        best_seen = {k: best_payload["training"][k] for k in ("epoch", "metrics")}
         model.load_state_dict(state["model"])
         optimizer_state = state["optimizer"]
         start_epoch, best, bad_epochs = state["epoch"] + 1, state["best"], state["bad_epochs"]
+    elif meta.get("init_state"):  # cfg.init_checkpoint's weights, read and checked by fit
+        model.load_state_dict(meta["init_state"])
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if optimizer_state:
@@ -231,6 +262,8 @@ def train_func(config: dict) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     render_config = RenderConfig(**meta["render"])
+    sound = (SoundObjective(space, layout, unwrap(model).frontend, render_config, cfg.sound,
+                            seed=cfg.seed + rank) if cfg.sound.weight > 0 else None)
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -256,11 +289,13 @@ def train_func(config: dict) -> None:
             group.append(to_batch(tensors))
             if len(group) == cfg.grad_accum:
                 for key, value in accumulation_step(model, group, loss_fn, optimizer,
-                                                    cfg.grad_clip, autocast).items():
+                                                    cfg.grad_clip, autocast, sound).items():
                     sums[key] += value
                 steps += 1
                 examples += cfg.micro_batch * len(group)
                 group = []
+                if steps == cfg.max_steps_per_epoch:
+                    break
         train_seconds = time.perf_counter() - t0
         val = _validate(model, val_shard, loss_fn, layout, cfg, device, autocast,
                         rank, render_config, space)
@@ -273,15 +308,18 @@ def train_func(config: dict) -> None:
         score = val["val/loss"] if cfg.select_by == "loss" else val["val/audio/mrstft"]
         improved = score < best
         best, bad_epochs = (score, 0) if improved else (best, bad_epochs + 1)
+        stop = bad_epochs >= cfg.patience
+        metrics.update({"val/best": best, "early_stop": stop})
         if improved:
             best_state = {k: v.detach().cpu().clone()
                           for k, v in unwrap(model).state_dict().items()}
-        stop = bad_epochs >= cfg.patience
-        metrics.update({"val/best": best, "early_stop": stop})
-        _report(model, optimizer, best_state, epoch, best, bad_epochs, metrics, cfg, space,
-                rank, run)
+            best_seen = {"epoch": epoch, "metrics": metrics}
+        _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, metrics, cfg,
+                space, rank, run)
         if stop:
             break
+    if sound is not None:
+        sound.close()
     if run is not None:
         run.finish()
 
@@ -315,7 +353,10 @@ def _validate(model, val_shard, loss_fn, layout, cfg, device, autocast, rank, re
             params.update(out, batch.target)
             if rank == 0 and audio_n < cfg.audio_eval_presets:
                 renderer = renderer or Renderer(space, render_config)
-                patches, notes = predictions(out, layout)
+                # at the clip's own note, as model.evaluate does: the score judges the
+                # timbre, not the note head (which the matcher overrides when unsure)
+                patches, _ = predictions(out, layout)
+                notes = batch.target.note.tolist()
                 for patch, note, target in zip(patches, notes, batch.audio.cpu().numpy(),
                                                strict=True):
                     if audio_n >= cfg.audio_eval_presets:
@@ -342,12 +383,13 @@ def _validate(model, val_shard, loss_fn, layout, cfg, device, autocast, rank, re
     return out
 
 
-def _report(model, optimizer, best_state, epoch, best, bad_epochs, metrics, cfg, space, rank,
-            run) -> None:
+def _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, metrics, cfg,
+            space, rank, run) -> None:
     """Checkpoint (rank 0) and report; every rank calls it, since report is a barrier.
 
     The checkpoint folder holds ``model.pt`` (this epoch), ``best.pt`` (the best
-    validation loss so far) and ``state.pt`` (optimizer and counters, for resuming).
+    validation score so far, with that epoch's number and metrics: ``best_seen``) and
+    ``state.pt`` (optimizer and counters, for resuming).
     """
     import ray.train
 
@@ -359,9 +401,10 @@ def _report(model, optimizer, best_state, epoch, best, bad_epochs, metrics, cfg,
                                                                 time.gmtime())}
     with tempfile.TemporaryDirectory() as d:
         bare = unwrap(model)
-        for name, weights in ((FILENAME, bare), ("best.pt", best_state)):
+        for name, weights, info in ((FILENAME, bare, training),
+                                    ("best.pt", best_state, {**training, **best_seen})):
             save_checkpoint(Path(d) / name, weights, space, cfg.features, cfg.model, cfg.loss,
-                            training)
+                            info)
         torch.save({"model": bare.state_dict(), "optimizer": optimizer.state_dict(),
                     "epoch": epoch, "best": best, "bad_epochs": bad_epochs}, Path(d) / STATE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
@@ -421,6 +464,8 @@ def build_datasets(cfg: TrainConfig, num_rows: int = 0) -> dict:
         log.info("caching the decoded dataset in Ray's object store (cache_decoded=%s)",
                  cfg.cache_decoded)
         sets = {k: v.materialize() for k, v in sets.items()}
+    if cfg.max_steps_per_epoch:  # a capped epoch sees other rows each time, not the first ones
+        sets["train"] = sets["train"].randomize_block_order()
     return sets
 
 
@@ -437,6 +482,19 @@ def load_importance(cfg: TrainConfig, space) -> list[float] | None:
     doc = json.loads(read_bytes(loc.fs, path))
     space.check_id(doc["space_id"], f"{cfg.data}/importance.json")
     return [float(doc["weights"][p.name]) for p in space.continuous]
+
+
+def init_state(cfg: TrainConfig, space) -> dict[str, torch.Tensor]:
+    """The weights of ``cfg.init_checkpoint``; refused if its space, features or network
+    differ from ``cfg``'s."""
+    ckpt = load_checkpoint(cfg.init_checkpoint)  # CheckpointError names a bad file
+    space.check_id(ckpt.space.id, cfg.init_checkpoint)
+    for key, mine, theirs in (("features", cfg.features, ckpt.features),
+                              ("model", cfg.model, ckpt.model_config)):
+        if mine != theirs:
+            raise ConfigError(f"init_checkpoint {cfg.init_checkpoint} has {key} {theirs}, "
+                              f"but this run's config has {mine}")
+    return ckpt.model.state_dict()
 
 
 def latest_checkpoint(folder: Path) -> tuple[str, int] | None:
@@ -471,6 +529,8 @@ def fit(cfg: TrainConfig, storage_name: str = "ray"):
     if meta["render"]["sample_rate"] != cfg.features.sample_rate:
         raise ConfigError(f"features.sample_rate = {cfg.features.sample_rate} but the dataset "
                           f"is rendered at {meta['render']['sample_rate']} Hz")
+    if cfg.init_checkpoint:  # read here, so workers on other machines need not see the file
+        meta["init_state"] = init_state(cfg, space)
     meta["importance"] = load_importance(cfg, space)
     meta["run_id"] = "sm-" + hashlib.sha256(str(out).encode()).hexdigest()[:10]
     meta["storage_dir"] = str(out / storage_name)
@@ -512,7 +572,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help=f"default {d.epochs}")
     p.add_argument("--lr", type=float, help=f"default {d.lr}")
     p.add_argument("--config", type=Path, help="JSON file of TrainConfig keys, with [model], "
-                                               "[features] and [loss] objects")
+                                               "[features], [loss] and [sound] objects")
+    p.add_argument("--init-checkpoint", help="fine-tune: start from this model.pt's weights")
     p.add_argument("--no-wandb", action="store_true", help="only the local metrics.jsonl")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -526,7 +587,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             data = json.loads(args.config.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{args.config}: cannot read the config ({exc})") from None
-    for key in ("data", "out", "workers", "batch_size", "grad_accum", "epochs", "lr"):
+    for key in ("data", "out", "workers", "batch_size", "grad_accum", "epochs", "lr",
+                "init_checkpoint"):
         value = getattr(args, key)
         if value is not None:
             data[key] = value

@@ -17,6 +17,7 @@ from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.features import FeatureConfig
 from model.loss import LossConfig, MatchLoss
 from model.network import MatchNet, ModelConfig
+from model.sound import SoundConfig
 from synth import RenderConfig, get_space
 from synth.config import ConfigError
 
@@ -71,6 +72,10 @@ def test_two_workers_write_a_loadable_checkpoint(trained):
     assert [x["epoch"] for x in lines] == [0, 1]
     assert {"val/loss", "val/mae/osc_1", "val/acc/note", "val/audio/mrstft"} <= set(lines[-1])
     assert lines[-1]["val/best"] == min(x["val/audio/mrstft"] for x in lines)
+    # model.pt is the best epoch's, and says so (its number and metrics, not the last one's)
+    best = min(lines, key=lambda x: x["val/audio/mrstft"])
+    assert ckpt.training["epoch"] == best["epoch"]
+    assert ckpt.training["metrics"]["val/audio/mrstft"] == best["val/audio/mrstft"]
     assert list((trained / "wandb").glob("offline-run-*"))  # the real client, offline
 
 
@@ -97,6 +102,23 @@ def test_evaluate_reports_model_and_baselines(trained, tiny_data, tmp_path, real
                           str(report)], capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert set(json.loads(report.read_text())["per_preset"]) == {p.stem for p in real_presets[:2]}
+
+
+def test_fine_tuning_through_the_sound_starts_from_the_checkpoint(trained, tiny_data, tmp_path):
+    init = trained / "model.pt"
+    # a learning rate too small to move the weights: the result must be the start point
+    result = fit(_cfg(tiny_data, tmp_path / "ft", epochs=1, lr=1e-9, max_steps_per_epoch=2,
+                      init_checkpoint=str(init), sound=SoundConfig(weight=1.0, samples=2)))
+    assert result.error is None
+    line = json.loads((tmp_path / "ft" / "metrics.jsonl").read_text())
+    assert line["train/steps"] == 2  # capped, from an epoch of 4 steps
+    assert line["train/reward"] < 0 and np.isfinite(line["train/sound"])
+    tuned, start = (load_checkpoint(p).model.state_dict() for p in (tmp_path / "ft" / "model.pt",
+                                                                     init))
+    assert all(torch.allclose(tuned[k], start[k], atol=1e-5) for k in start)
+    with pytest.raises(ConfigError, match="init_checkpoint .* has model"):
+        fit(_cfg(tiny_data, tmp_path / "other", init_checkpoint=str(init),
+                 model=ModelConfig(channels=(8,), hidden=16)))
 
 
 def test_importance_ranks_volume_above_a_silent_knob(ray_local, tiny_data):
