@@ -1,6 +1,5 @@
 """The sound objective (model.sound) on real vita renders, without Ray."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -10,48 +9,47 @@ from model.sound import SoundConfig, SoundObjective
 from synth import RenderConfig, Renderer, get_space
 from synth.config import ConfigError
 from synth.sampling import Sampler
-from synth.space import Patch
 
 SHORT = RenderConfig(note_dur=0.5, render_dur=0.75)
 FEATURES = FeatureConfig(duration_s=0.75, n_mels=32, n_fft=1024, hop=512)
 
 
-def test_following_the_sound_loss_moves_a_patch_towards_the_clip():
-    """Gradient steps on the sound loss alone, from a uniform guess, bring the guess's own
-    render closer to the clip: the loss rewards the draws that sound closer, not the
-    others."""
-    torch.manual_seed(0)
+def test_the_sound_loss_favours_the_draws_that_sound_like_the_clip():
+    """A policy sure of a clip's patch except for two things, oscillator 1's switch (even
+    odds) and the volume (too low): gradient steps on the sound loss alone turn the
+    oscillator on, the only way to hear anything, and raise the volume towards the clip's."""
     space = get_space("core")
     layout = MatchNet(space, FEATURES, ModelConfig(channels=(8,), hidden=8)).layout
-    sample = Sampler().sample(1)  # a loud one (RMS 0.11)
-    renderer = Renderer(space, SHORT)
+    sample = Sampler().sample(1)  # oscillator 1 on, oscillator 2 off, RMS 0.11
     frontend = LogMel(FEATURES)
-    clip = frontend(torch.from_numpy(renderer.render(sample.patch, sample.note).audio[None]))
-    notes = torch.tensor([sample.note])
-    # the policy's outputs themselves are the parameters learned
-    mu = torch.full((1, layout.num_continuous), 0.5, requires_grad=True)
-    logits = torch.zeros((1, layout.offsets[-1]), requires_grad=True)
-    sound = SoundObjective(space, layout, frontend, SHORT, SoundConfig(weight=1.0, samples=8,
+    audio = Renderer(space, SHORT).render(sample.patch, sample.note).audio
+    clip = frontend(torch.from_numpy(audio[None]))
+    names = [p.name for p in space.categorical]
+    switch = names.index("osc_1_on")
+    volume = [p.name for p in space.continuous].index("volume")
+    true_volume = float(sample.patch.continuous[volume])
+    assert sample.patch.categorical[switch] == 1 and true_volume > 0.5
+    mu = torch.tensor(sample.patch.continuous, dtype=torch.float32)[None].clone()
+    mu[0, volume] = true_volume - 0.3
+    logits = torch.zeros((1, layout.offsets[-1]))
+    for i, cls in enumerate(sample.patch.categorical):
+        if i != switch:
+            logits[0, layout.offsets[i] + int(cls)] = 6.0
+    mu.requires_grad_(True)
+    logits.requires_grad_(True)
+    sound = SoundObjective(space, layout, frontend, SHORT, SoundConfig(weight=1.0, samples=4,
                                                                        render_threads=2))
     opt = torch.optim.Adam([mu, logits], lr=0.05)
-
-    def distance() -> float:  # the guess itself: mean values, most probable classes
-        classes = np.array([int(layout.logits(logits.detach(), i).argmax())
-                            for i in range(len(layout.classes))])
-        audio = renderer.render(Patch(mu.detach()[0].double().numpy(), classes), sample.note)
-        return float((frontend(torch.from_numpy(audio.audio[None])) - clip).abs().mean())
-
-    before = distance()
-    for _ in range(40):
-        terms = sound(Outputs(mu.clamp(0, 1), logits, torch.zeros(1, 128)), clip, notes)
+    for _ in range(15):
+        terms = sound(Outputs(mu, logits, torch.zeros(1, 128)), clip,
+                      torch.tensor([sample.note]))
         opt.zero_grad()
         terms["loss/sound"].backward()
         opt.step()
-        with torch.no_grad():
-            mu.clamp_(0.0, 1.0)
     sound.close()
-    after = distance()
-    assert after < 0.85 * before, (before, after)
+    p_on = float(torch.softmax(layout.logits(logits.detach(), switch), 1)[0, 1])
+    assert p_on > 0.7, p_on  # from 0.5; Adam at this rate can reach about 0.82
+    assert abs(float(mu[0, volume]) - true_volume) < 0.1, (float(mu[0, volume]), true_volume)
 
 
 @pytest.mark.parametrize("bad", [{"weight": -1.0}, {"samples": 1}, {"sigma": 0.0},
