@@ -12,13 +12,12 @@ worse than the prediction.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from synth.render import RenderConfig, Renderer
+from synth.render import RenderConfig, Renderer, RenderPool
 from synth.space import ParameterSpace, Patch
 
 
@@ -39,27 +38,17 @@ class Refiner:
         import auraloss
 
         self.space, self.render_config = space, render
-        self.renderers = [Renderer(space, render) for _ in range(threads)]
-        self.pool = ThreadPoolExecutor(threads)
+        self.pool = RenderPool(space, render, threads)
         self.loss = auraloss.freq.MultiResolutionSTFTLoss()
 
-    def _score(self, k: int, patches: list[Patch], note: int, target: torch.Tensor) -> list[float]:
-        out = []
-        for patch in patches:
-            audio = self.renderers[k].render(patch, note).audio
+    def score(self, patches: list[Patch], note: int, target: torch.Tensor) -> list[float]:
+        def distance(renderer: Renderer, patch: Patch) -> float:
+            audio = renderer.render(patch, note).audio
             a = torch.from_numpy(audio[: target.shape[-1]])[None, None]
             with torch.no_grad():
-                out.append(float(self.loss(a, target[..., : a.shape[-1]])))
-        return out
+                return float(self.loss(a, target[..., : a.shape[-1]]))
 
-    def score(self, patches: list[Patch], note: int, target: torch.Tensor) -> list[float]:
-        k = len(self.renderers)
-        parts = [patches[i::k] for i in range(k)]
-        results = list(self.pool.map(lambda i: self._score(i, parts[i], note, target), range(k)))
-        scores = [0.0] * len(patches)
-        for i, part in enumerate(results):
-            scores[i::k] = part
-        return scores
+        return self.pool.map(distance, patches)
 
     def refine(self, start: Patch, note: int, clip: np.ndarray, *, max_evals: int = 200,
                max_seconds: float = 20.0, sigma: float = 0.1, population: int = 8,

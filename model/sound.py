@@ -25,8 +25,6 @@ the square root of their number, so its scale does not grow with the space.
 from __future__ import annotations
 
 import dataclasses
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +34,7 @@ from model.features import LogMel
 from model.loss import continuous_mask
 from model.network import Outputs, SpaceLayout
 from synth.config import require
-from synth.render import RenderConfig, Renderer
+from synth.render import RenderConfig, Renderer, RenderPool
 from synth.space import ParameterSpace, Patch
 
 
@@ -76,11 +74,9 @@ class SoundObjective:
         if frontend.config.sample_rate != render_config.sample_rate:
             raise ValueError(f"features at {frontend.config.sample_rate} Hz, renders at "
                              f"{render_config.sample_rate} Hz")
-        self.space, self.layout, self.frontend = space, layout, frontend
-        self.render_config, self.config = render_config, config
+        self.layout, self.frontend, self.config = layout, frontend, config
         self.generator = torch.Generator().manual_seed(seed)
-        self._local = threading.local()
-        self._pool = ThreadPoolExecutor(config.render_threads, thread_name_prefix="sound")
+        self.pool = RenderPool(space, render_config, config.render_threads)
 
     def draw(self, out: Outputs) -> Draws:
         s, sigma = self.config.samples, self.config.sigma
@@ -101,13 +97,6 @@ class SoundObjective:
             log_prob[:, j] -= (((continuous[j] - mu) ** 2) * mask).sum(1) / (2 * sigma ** 2)
         return Draws(continuous, categorical, log_prob)
 
-    def _render(self, job: tuple[np.ndarray, np.ndarray, int]) -> np.ndarray:
-        renderer = getattr(self._local, "renderer", None)
-        if renderer is None:
-            renderer = self._local.renderer = Renderer(self.space, self.render_config)
-        unit, classes, note = job
-        return renderer.render(Patch(unit, classes), note).audio
-
     def rewards(self, draws: Draws, clip_features: torch.Tensor,
                 notes: torch.Tensor) -> torch.Tensor:
         """``(B, S)``: minus the mean absolute log-mel difference of each draw to its clip."""
@@ -115,8 +104,9 @@ class SoundObjective:
         unit = draws.continuous.clamp(0.0, 1.0).double().cpu().numpy()
         classes = draws.categorical.cpu().numpy()
         note = notes.cpu().numpy()
-        jobs = [(unit[j, i], classes[j, i], int(note[i])) for j in range(s) for i in range(b)]
-        audio = torch.from_numpy(np.stack(list(self._pool.map(self._render, jobs))))
+        jobs = [(Patch(unit[j, i], classes[j, i]), int(note[i]))
+                for j in range(s) for i in range(b)]
+        audio = torch.from_numpy(np.stack(self.pool.map(_render, jobs)))
         with torch.no_grad():
             feats = self.frontend(audio.to(clip_features.device)).view(s, b, -1)
             diff = (feats - clip_features.float().reshape(1, b, -1)).abs().mean(2)
@@ -138,4 +128,9 @@ class SoundObjective:
         return -(advantage * draws.log_prob).mean() / dims ** 0.5
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
+        self.pool.close()
+
+
+def _render(renderer: Renderer, job: tuple[Patch, int]) -> np.ndarray:
+    patch, note = job
+    return renderer.render(patch, note).audio

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,3 +190,27 @@ class Renderer:
                               "made by a newer Vital)")
         self._current = None
         return self.render_current(note, velocity)
+
+
+class RenderPool:
+    """Threads with one :class:`Renderer` each (made on first use): vita releases the GIL,
+    so they render in parallel."""
+
+    def __init__(self, space: ParameterSpace, config: RenderConfig | None = None,
+                 threads: int = 1):
+        self.space, self.config = space, config or RenderConfig()
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="render")
+
+    def _renderer(self) -> Renderer:
+        renderer = getattr(self._local, "renderer", None)
+        if renderer is None:
+            renderer = self._local.renderer = Renderer(self.space, self.config)
+        return renderer
+
+    def map(self, fn: Callable[[Renderer, object], object], items: Iterable) -> list:
+        """``fn(renderer, item)`` for each item, on this pool's threads; results in order."""
+        return list(self._pool.map(lambda item: fn(self._renderer(), item), items))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
