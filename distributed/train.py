@@ -172,9 +172,7 @@ def accumulation_step(model: torch.nn.Module, micro_batches: list[Batch], loss_f
                 out = model(mb.audio)
                 losses = loss_fn(out, mb.target)
             if sound is not None:
-                with torch.no_grad():
-                    clip = unwrap(model).frontend(mb.audio)
-                terms = sound(out, clip, mb.target.note)
+                terms = sound(out, mb.audio, mb.target.note)
                 losses["loss/total"] = (losses["loss/total"]
                                         + sound.config.weight * terms["loss/sound"])
                 losses.update(terms)

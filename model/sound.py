@@ -97,8 +97,7 @@ class SoundObjective:
             log_prob[:, j] -= (((continuous[j] - mu) ** 2) * mask).sum(1) / (2 * sigma ** 2)
         return Draws(continuous, categorical, log_prob)
 
-    def rewards(self, draws: Draws, clip_features: torch.Tensor,
-                notes: torch.Tensor) -> torch.Tensor:
+    def rewards(self, draws: Draws, clips: torch.Tensor, notes: torch.Tensor) -> torch.Tensor:
         """``(B, S)``: minus the mean absolute log-mel difference of each draw to its clip."""
         s, b = draws.categorical.shape[:2]
         unit = draws.continuous.clamp(0.0, 1.0).double().cpu().numpy()
@@ -106,17 +105,18 @@ class SoundObjective:
         note = notes.cpu().numpy()
         jobs = [(Patch(unit[j, i], classes[j, i]), int(note[i]))
                 for j in range(s) for i in range(b)]
-        audio = torch.from_numpy(np.stack(self.pool.map(_render, jobs)))
-        with torch.no_grad():
-            feats = self.frontend(audio.to(clip_features.device)).view(s, b, -1)
-            diff = (feats - clip_features.float().reshape(1, b, -1)).abs().mean(2)
+        renders = torch.from_numpy(np.stack(self.pool.map(_render, jobs))).to(clips.device)
+        fit = self.frontend.fit_length
+        with torch.no_grad():  # the clips and the draws' renders through one frontend call
+            feats = self.frontend(torch.cat([fit(clips.float()), fit(renders)])).flatten(1)
+        diff = (feats[b:].view(s, b, -1) - feats[:b][None]).abs().mean(2)
         return -diff.T
 
-    def __call__(self, out: Outputs, clip_features: torch.Tensor,
+    def __call__(self, out: Outputs, clips: torch.Tensor,
                  notes: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``clip_features``: the clips' log-mel ``(B, 1, mels, frames)``; ``notes``: ``(B,)``."""
+        """``clips``: the audio the network heard, mono ``(B, N)``; ``notes``: ``(B,)``."""
         draws = self.draw(out)
-        reward = self.rewards(draws, clip_features, notes)
+        reward = self.rewards(draws, clips, notes)
         return {"loss/sound": self.loss(draws, reward), "sound/reward": reward.mean()}
 
     def loss(self, draws: Draws, reward: torch.Tensor) -> torch.Tensor:

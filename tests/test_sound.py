@@ -22,8 +22,7 @@ def test_the_sound_loss_favours_the_draws_that_sound_like_the_clip():
     layout = MatchNet(space, FEATURES, ModelConfig(channels=(8,), hidden=8)).layout
     sample = Sampler().sample(1)  # oscillator 1 on, oscillator 2 off, RMS 0.11
     frontend = LogMel(FEATURES)
-    audio = Renderer(space, SHORT).render(sample.patch, sample.note).audio
-    clip = frontend(torch.from_numpy(audio[None]))
+    clip = torch.from_numpy(Renderer(space, SHORT).render(sample.patch, sample.note).audio[None])
     names = [p.name for p in space.categorical]
     switch = names.index("osc_1_on")
     volume = [p.name for p in space.continuous].index("volume")
