@@ -12,9 +12,16 @@ Ray. In one run:
    gradient on the GPU in fp32 and in bf16 autocast against the CPU in fp32;
 3. throughput: training examples/s on the GPU (bf16) at batch 32 and 256, against the
    CPU with all its threads at batch 32, measured in the same run;
-4. fit: ``--steps`` GPU steps over the rendered samples; the loss must fall.
+4. fit: ``--steps`` GPU steps over the rendered samples; the loss must fall;
+5. fine-tuning through the synth (``model.sound``, as ``model/default/finetune.json``
+   sets it up, from the default model's weights): on the same 16 clips, the sound term's
+   gradient on the GPU (bf16) against the CPU's, beside the CPU's against itself: the
+   draws are the same, but their renders differ by vita's random oscillator phase, so
+   each device runs ``--sound-repeats`` times and the runs are compared pairwise; then
+   examples/s of such steps on the GPU against the CPU, with ``--render-threads`` synths
+   rendering the draws.
 
-    python benchmarks/train_gpu.py --samples 512 --json train_gpu.json
+    python benchmarks/train_gpu.py --samples 1024 --sound-repeats 6 --json train_gpu.json
 """
 
 from __future__ import annotations
@@ -33,9 +40,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distributed.train import Batch, accumulation_step  # noqa: E402
+from model.checkpoint import load_checkpoint  # noqa: E402
 from model.features import FeatureConfig  # noqa: E402
 from model.loss import LossConfig, MatchLoss, Targets  # noqa: E402
+from model.match import DEFAULT_CHECKPOINT  # noqa: E402
 from model.network import MatchNet, ModelConfig  # noqa: E402
+from model.sound import SoundConfig, SoundObjective  # noqa: E402
 from synth import RenderConfig, Renderer, Sampler, SamplerConfig, get_space  # noqa: E402
 
 _worker: tuple[Sampler, Renderer] | None = None
@@ -69,20 +79,25 @@ def batch(audio: torch.Tensor, target: Targets, idx: torch.Tensor, device) -> Ba
                                                 target.note[idx].to(device)))
 
 
-def gradient(model: MatchNet, b: Batch, loss_fn: MatchLoss,
-             autocast=None) -> tuple[float, torch.Tensor]:
-    """The loss and the flattened gradient of one step (SGD, lr 0: the weights stay)."""
+def gradient(model: MatchNet, b: Batch, loss_fn: MatchLoss, autocast=None,
+             sound: SoundObjective | None = None) -> tuple[dict, torch.Tensor]:
+    """The losses and the flattened gradient of one step (SGD, lr 0: the weights stay)."""
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    losses = accumulation_step(model, [b], loss_fn, opt, 0.0, autocast)
-    return losses["loss/total"], torch.cat([p.grad.flatten().float().cpu()
-                                            for p in model.parameters()])
+    losses = accumulation_step(model, [b], loss_fn, opt, 0.0, autocast, sound)
+    return losses, torch.cat([p.grad.flatten().float().cpu() for p in model.parameters()])
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=0))
 
 
-def throughput(model, audio, target, loss_fn, device, size: int, steps: int, autocast=None):
+def summary(values: list[float]) -> dict[str, float]:
+    return {"mean": round(float(np.mean(values)), 4), "min": round(float(np.min(values)), 4),
+            "max": round(float(np.max(values)), 4), "pairs": len(values)}
+
+
+def throughput(model, audio, target, loss_fn, device, size: int, steps: int, autocast=None,
+               sound: SoundObjective | None = None):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
     g = torch.Generator().manual_seed(0)
@@ -90,7 +105,7 @@ def throughput(model, audio, target, loss_fn, device, size: int, steps: int, aut
     def step():
         idx = torch.randint(0, len(audio), (size,), generator=g)
         accumulation_step(model, [batch(audio, target, idx, device)], loss_fn, opt, 1.0,
-                          autocast)
+                          autocast, sound)
 
     for _ in range(3):
         step()
@@ -109,6 +124,10 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=512, help="samples to render (default 512)")
     p.add_argument("--steps", type=int, default=300, help="GPU steps of the fit (default 300)")
+    p.add_argument("--render-threads", type=int, default=os.cpu_count() or 1,
+                   help="synths rendering the sound objective's draws (default: all cores)")
+    p.add_argument("--sound-repeats", type=int, default=4,
+                   help="sound-objective steps per device for the agreement (default 4)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     if not torch.cuda.is_available():
@@ -129,18 +148,58 @@ def main() -> None:
         m.load_state_dict(reference.state_dict())
         return m.eval()  # dropout off: the three runs see the same network
 
-    loss_cpu, grad_cpu = gradient(copy(cpu), batch(audio, target, idx, cpu),
-                                  MatchLoss(reference.layout, loss_cfg))
-    loss_gpu, grad_gpu = gradient(copy(gpu), batch(audio, target, idx, gpu),
-                                  MatchLoss(reference.layout, loss_cfg))
-    loss_bf16, grad_bf16 = gradient(copy(gpu), batch(audio, target, idx, gpu),
-                                    MatchLoss(reference.layout, loss_cfg), bf16)
+    losses_cpu, grad_cpu = gradient(copy(cpu), batch(audio, target, idx, cpu),
+                                    MatchLoss(reference.layout, loss_cfg))
+    losses_gpu, grad_gpu = gradient(copy(gpu), batch(audio, target, idx, gpu),
+                                    MatchLoss(reference.layout, loss_cfg))
+    losses_bf16, grad_bf16 = gradient(copy(gpu), batch(audio, target, idx, gpu),
+                                      MatchLoss(reference.layout, loss_cfg), bf16)
+    loss_cpu, loss_gpu, loss_bf16 = (x["loss/total"] for x in (losses_cpu, losses_gpu,
+                                                                losses_bf16))
+
+    # the sound objective, from the default model's weights as fine-tuning starts. The
+    # same seed draws the same patches on every device; the renders still differ by their
+    # random phase, so the runs on each device are repeated and compared pairwise.
+    sound_cfg = SoundConfig(weight=6.0, samples=4, sigma=0.08,
+                            render_threads=args.render_threads)
+    trained = load_checkpoint(DEFAULT_CHECKPOINT).model.state_dict()
+
+    def copy_trained(device):
+        m = MatchNet(space, features, ModelConfig()).to(device)
+        m.load_state_dict(trained)
+        return m.eval()
+
+    def objective(model):
+        return SoundObjective(space, model.layout, model.frontend, features.render_config(),
+                              sound_cfg, seed=0)
+
+    sound_runs: dict[str, list] = {"cpu": [], "gpu_bf16": []}
+    for _ in range(args.sound_repeats):
+        for name, device, autocast in (("cpu", cpu, None), ("gpu_bf16", gpu, bf16)):
+            model, b = copy_trained(device), batch(audio, target, idx[:16], device)
+            sound = objective(model)
+            losses, grad = gradient(model, b, MatchLoss(model.layout, loss_cfg), autocast,
+                                    sound)
+            sound.close()
+            _, grad_params = gradient(copy_trained(device), b,
+                                      MatchLoss(model.layout, loss_cfg), autocast)
+            sound_runs[name].append((losses, grad - grad_params))  # the sound term's gradient
+    cpu_runs, gpu_runs = sound_runs["cpu"], sound_runs["gpu_bf16"]
+    cos_cpu_cpu = [cosine(x[1], y[1]) for i, x in enumerate(cpu_runs) for y in cpu_runs[i + 1:]]
+    cos_gpu_cpu = [cosine(x[1], y[1]) for x in gpu_runs for y in cpu_runs]
 
     loss_fn = MatchLoss(reference.layout, loss_cfg)
     torch.set_num_threads(os.cpu_count() or 1)
     rate_cpu = throughput(copy(cpu), audio, target, loss_fn, cpu, 32, 10)
     rate_gpu_32 = throughput(copy(gpu), audio, target, loss_fn, gpu, 32, 50, bf16)
     rate_gpu_256 = throughput(copy(gpu), audio, target, loss_fn, gpu, 256, 20, bf16)
+    sound_rates = {}
+    for name, device, autocast in (("cpu", cpu, None), ("gpu_bf16", gpu, bf16)):
+        model = copy_trained(device).train()
+        sound = objective(model)
+        sound_rates[name] = throughput(model, audio, target, loss_fn, device, 16, 10, autocast,
+                                       sound)
+        sound.close()
 
     torch.manual_seed(1)
     model = MatchNet(space, features, ModelConfig()).to(gpu).train()
@@ -168,6 +227,19 @@ def main() -> None:
                            "gpu_bf16_batch_256": round(rate_gpu_256, 1)},
         "ratio_gpu_batch_32_vs_cpu": round(rate_gpu_32 / rate_cpu, 2),
         "ratio_gpu_batch_256_vs_cpu": round(rate_gpu_256 / rate_cpu, 2),
+        "sound": {
+            "render_threads": args.render_threads,
+            "repeats": args.sound_repeats,
+            **{f"loss_sound_{k}": [round(r[0]["loss/sound"], 4) for r in v]
+               for k, v in sound_runs.items()},
+            **{f"reward_{k}": [round(r[0]["sound/reward"], 5) for r in v]
+               for k, v in sound_runs.items()},
+            "sound_term_gradient_cosine_cpu_vs_cpu": summary(cos_cpu_cpu),
+            "sound_term_gradient_cosine_gpu_bf16_vs_cpu": summary(cos_gpu_cpu),
+            "examples_per_s_cpu_batch_16": round(sound_rates["cpu"], 1),
+            "examples_per_s_gpu_bf16_batch_16": round(sound_rates["gpu_bf16"], 1),
+            "ratio_gpu_vs_cpu": round(sound_rates["gpu_bf16"] / sound_rates["cpu"], 2),
+        },
         "fit": {"steps": args.steps, "loss_first_20": round(first, 4),
                 "loss_last_20": round(last, 4), "fell": last < first},
     }
