@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                                                    "%(message)s")
-    from distributed.cli import run_job
     from distributed.cluster import init_ray
+    from synth.cli import run_job
 
     def job():
         if args.presets < 1 or not 0 < args.delta <= 0.5:

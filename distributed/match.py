@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                                                    "%(message)s")
-    from distributed.cli import run_job
     from distributed.cluster import init_ray
     from model.checkpoint import CheckpointError
+    from synth.cli import run_job
 
     def job():
         init_ray(args.address)

@@ -604,8 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from distributed.cli import run_job
     from distributed.cluster import init_ray
+    from synth.cli import run_job
 
     def job():
         cfg = config_from_args(args)

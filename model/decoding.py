@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from model.features import FeatureConfig, LogMel
+from synth.cli import error
 from synth.files import atomic_path
 from synth.render import Renderer
 from synth.sampling import Sampler, SamplerConfig
@@ -154,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ckpt = load_checkpoint(args.checkpoint)
     except (CheckpointError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(exc)
     costs = measure(ckpt.space, ckpt.features, args.presets, args.seed)
     out = costs_path(args.checkpoint)
     costs.save(out)

@@ -35,6 +35,7 @@ from model.data import decode_batch, read_rows
 from model.loss import Targets
 from model.match import Matcher
 from model.metrics import ParamMetrics, answer_outputs, audio_distances
+from synth.cli import error
 from synth.preset import PresetError, load_preset
 from synth.render import RenderConfig, Renderer
 from synth.space import Patch
@@ -208,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         report = (evaluate_data(ev, args.data, args.limit) if args.data
                   else evaluate_presets(ev, args.presets, args.note))
     except (CheckpointError, PresetError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(exc)
     print(f"{'method':10} " + " ".join(f"{k:>20}" for k in report["audio"]["model"]))
     for method in METHODS:
         if method in report["audio"]:

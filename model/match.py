@@ -34,6 +34,7 @@ from model.decoding import choose_classes, costs_beside
 from model.metrics import mrstft_distance
 from synth.audio import write_wav
 from synth.base import base_preset
+from synth.cli import error
 from synth.preset import Preset, apply_patch, save_preset
 from synth.render import Renderer
 from synth.space import Patch
@@ -293,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             args.json.write_text(json.dumps(report, indent=2))
     except (AudioInputError, CheckpointError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(exc)
     log.info("wrote %s (note %d from %s, MR-STFT distance %.3f, %.0f ms)", args.out, result.note,
              result.note_source, result.distance["audio/mrstft"], result.timings_ms["total"])
     return 0

@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 
+from synth.cli import error
 from synth.config import ConfigError
 
 
@@ -44,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ServeConfig.from_dict(config)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(exc)
 
     import ray
     from ray import serve

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from synth.audio import write_wav
@@ -19,10 +20,25 @@ from synth.space import SpaceError, get_space
 log = logging.getLogger("synth")
 
 
-def fatal(message: str) -> None:
-    """Print one clear line and exit non-zero."""
+def error(message: object) -> int:
+    """Print one clear ``error:`` line on stderr; return the exit code every synthmatch
+    command gives for bad input (2). The commands' ``main`` functions all end this way."""
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    return 2
+
+
+def fatal(message: object) -> None:
+    """:func:`error`, then exit."""
+    sys.exit(error(message))
+
+
+def run_job(job: Callable[[], object], expected: tuple[type[BaseException], ...]) -> int:
+    """Run a command's body; an ``expected`` error is one clear line and exit code 2."""
+    try:
+        job()
+        return 0
+    except expected as exc:
+        return error(exc)
 
 
 def _add_render_args(p: argparse.ArgumentParser) -> None:
