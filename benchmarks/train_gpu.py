@@ -143,10 +143,10 @@ def main() -> None:
     bf16 = torch.autocast("cuda", dtype=torch.bfloat16)  # as train_func sets it up
     idx = torch.arange(min(32, len(audio)))
 
-    def copy(device):
+    def copy(device, state=None):
         m = MatchNet(space, features, ModelConfig()).to(device)
-        m.load_state_dict(reference.state_dict())
-        return m.eval()  # dropout off: the three runs see the same network
+        m.load_state_dict(reference.state_dict() if state is None else state)
+        return m.eval()  # dropout off: every run from ``state`` sees the same network
 
     losses_cpu, grad_cpu = gradient(copy(cpu), batch(audio, target, idx, cpu),
                                     MatchLoss(reference.layout, loss_cfg))
@@ -163,27 +163,26 @@ def main() -> None:
     sound_cfg = SoundConfig(weight=6.0, samples=4, sigma=0.08,
                             render_threads=args.render_threads)
     trained = load_checkpoint(DEFAULT_CHECKPOINT).model.state_dict()
-
-    def copy_trained(device):
-        m = MatchNet(space, features, ModelConfig()).to(device)
-        m.load_state_dict(trained)
-        return m.eval()
-
     def objective(model):
         return SoundObjective(space, model.layout, model.frontend, features.render_config(),
                               sound_cfg, seed=0)
 
-    sound_runs: dict[str, list] = {"cpu": [], "gpu_bf16": []}
+    sound_devices = (("cpu", cpu, None), ("gpu_bf16", gpu, bf16))
+    clips = {name: batch(audio, target, idx[:16], device) for name, device, _ in sound_devices}
+    # the parameter losses' part of the gradient: the same in every repeat, subtracted to
+    # leave the sound term's
+    grad_params = {name: gradient(copy(device, trained), clips[name],
+                                  MatchLoss(reference.layout, loss_cfg), autocast)[1]
+                   for name, device, autocast in sound_devices}
+    sound_runs: dict[str, list] = {name: [] for name, _, _ in sound_devices}
     for _ in range(args.sound_repeats):
-        for name, device, autocast in (("cpu", cpu, None), ("gpu_bf16", gpu, bf16)):
-            model, b = copy_trained(device), batch(audio, target, idx[:16], device)
+        for name, device, autocast in sound_devices:
+            model = copy(device, trained)
             sound = objective(model)
-            losses, grad = gradient(model, b, MatchLoss(model.layout, loss_cfg), autocast,
-                                    sound)
+            losses, grad = gradient(model, clips[name], MatchLoss(model.layout, loss_cfg),
+                                    autocast, sound)
             sound.close()
-            _, grad_params = gradient(copy_trained(device), b,
-                                      MatchLoss(model.layout, loss_cfg), autocast)
-            sound_runs[name].append((losses, grad - grad_params))  # the sound term's gradient
+            sound_runs[name].append((losses, grad - grad_params[name]))
     cpu_runs, gpu_runs = sound_runs["cpu"], sound_runs["gpu_bf16"]
     cos_cpu_cpu = [cosine(x[1], y[1]) for i, x in enumerate(cpu_runs) for y in cpu_runs[i + 1:]]
     cos_gpu_cpu = [cosine(x[1], y[1]) for x in gpu_runs for y in cpu_runs]
@@ -195,7 +194,7 @@ def main() -> None:
     rate_gpu_256 = throughput(copy(gpu), audio, target, loss_fn, gpu, 256, 20, bf16)
     sound_rates = {}
     for name, device, autocast in (("cpu", cpu, None), ("gpu_bf16", gpu, bf16)):
-        model = copy_trained(device).train()
+        model = copy(device, trained).train()
         sound = objective(model)
         sound_rates[name] = throughput(model, audio, target, loss_fn, device, 16, 10, autocast,
                                        sound)
