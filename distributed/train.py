@@ -86,8 +86,8 @@ class TrainConfig:
     wandb_project: str = "synthmatch"
     # fine-tuning: start from this checkpoint's weights (same space, features and model)
     init_checkpoint: str = ""
-    # 0: an epoch is the whole training split; else at most this many optimizer steps, on
-    # a training split whose block order is drawn anew each epoch
+    # 0: an epoch is one pass over the training split; else an epoch is this many optimizer
+    # steps, each epoch going on through the split where the last one stopped
     max_steps_per_epoch: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -137,6 +137,46 @@ class TrainConfig:
 
 
 # --- one optimizer step -------------------------------------------------------------
+
+def one_pass(shard, cfg: TrainConfig, device, number: int):
+    """The micro-batches of one pass over a training shard, shuffled locally by the pass's
+    ``number``."""
+    return shard.iter_torch_batches(
+        batch_size=cfg.micro_batch, device=device, drop_last=True,
+        prefetch_batches=cfg.prefetch_batches,
+        local_shuffle_buffer_size=cfg.shuffle_buffer or None,
+        local_shuffle_seed=cfg.seed + number)
+
+
+class Passes:
+    """A training shard's micro-batches, pass after pass: what capped epochs read.
+
+    An epoch of ``max_steps_per_epoch`` steps takes the next micro-batches of this one
+    stream, so successive epochs go on through the data where the last one stopped, and
+    every row is seen before any is seen twice. (Ray Data's ``randomize_block_order``
+    cannot do this: on a cached, materialized split it draws one block order and keeps it
+    for every epoch.) ``number`` is the pass now being read. A pass with no full
+    micro-batch ends the stream.
+    """
+
+    def __init__(self, shard, cfg: TrainConfig, device, first: int = 0):
+        self.shard, self.cfg, self.device = shard, cfg, device
+        self.number = first
+        self._it = self._stream()
+
+    def _stream(self):
+        while True:
+            empty = True
+            for tensors in one_pass(self.shard, self.cfg, self.device, self.number):
+                empty = False
+                yield tensors
+            if empty:
+                return
+            self.number += 1
+
+    def __iter__(self):
+        return self._it
+
 
 @dataclass
 class Batch:
@@ -224,7 +264,7 @@ def train_func(config: dict) -> None:
     space.check_id(meta["space_id"], f"dataset {cfg.data}")
 
     model = MatchNet(space, cfg.features, cfg.model)
-    start_epoch, best, bad_epochs = 0, math.inf, 0
+    start_epoch, best, bad_epochs, data_pass = 0, math.inf, 0, -1
     optimizer_state = best_state = best_seen = None  # best_seen: the best epoch and its metrics
     # Ray's record, or the newest complete checkpoint on disk, whichever is newer: Ray
     # learns of a report only when its controller polls the worker, so a worker or a
@@ -245,6 +285,7 @@ def train_func(config: dict) -> None:
         model.load_state_dict(state["model"])
         optimizer_state = state["optimizer"]
         start_epoch, best, bad_epochs = state["epoch"] + 1, state["best"], state["bad_epochs"]
+        data_pass = state.get("data_pass", state["epoch"])
     elif meta.get("init_state"):  # cfg.init_checkpoint's weights, read and checked by fit
         model.load_state_dict(meta["init_state"])
     model = ray.train.torch.prepare_model(model)
@@ -263,6 +304,9 @@ def train_func(config: dict) -> None:
     sound = (SoundObjective(space, layout, unwrap(model).frontend, render_config, cfg.sound,
                             seed=cfg.seed + rank) if cfg.sound.weight > 0 else None)
 
+    # capped epochs read one stream; a resumed run starts a new pass after the last one read
+    passes = (Passes(train_shard, cfg, device, first=data_pass + 1)
+              if cfg.max_steps_per_epoch else None)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         lr = epoch_lr(cfg, epoch)  # a function of the epoch alone: resuming needs no state
@@ -272,11 +316,8 @@ def train_func(config: dict) -> None:
         sums: dict[str, float] = defaultdict(float)
         steps = examples = 0
         group: list[Batch] = []
-        batches = iter(train_shard.iter_torch_batches(
-            batch_size=cfg.micro_batch, device=device, drop_last=True,
-            prefetch_batches=cfg.prefetch_batches,
-            local_shuffle_buffer_size=cfg.shuffle_buffer or None,
-            local_shuffle_seed=cfg.seed + epoch))
+        batches = iter(passes if passes is not None else
+                       one_pass(train_shard, cfg, device, epoch))
         waited = 0.0  # seconds spent waiting for data: ingest is the bottleneck if large
         while True:
             t_wait = time.perf_counter()
@@ -299,7 +340,9 @@ def train_func(config: dict) -> None:
                         rank, render_config, space)
         metrics = {f"train/{k.split('/', 1)[1]}": v / max(steps, 1) for k, v in sums.items()}
         metrics.update(val)
+        data_pass = passes.number if passes is not None else epoch
         metrics.update({"epoch": epoch, "train/steps": steps, "train/lr": lr,
+                        "train/pass": data_pass,
                         "train/examples_per_s": world * examples / max(train_seconds, 1e-9),
                         "train/data_wait_s": waited,
                         "epoch_seconds": time.perf_counter() - t0})
@@ -312,8 +355,8 @@ def train_func(config: dict) -> None:
             best_state = {k: v.detach().cpu().clone()
                           for k, v in unwrap(model).state_dict().items()}
             best_seen = {"epoch": epoch, "metrics": metrics}
-        _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, metrics, cfg,
-                space, rank, run)
+        _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, data_pass,
+                metrics, cfg, space, rank, run)
         if stop:
             break
     if sound is not None:
@@ -381,8 +424,8 @@ def _validate(model, val_shard, loss_fn, layout, cfg, device, autocast, rank, re
     return out
 
 
-def _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, metrics, cfg,
-            space, rank, run) -> None:
+def _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, data_pass,
+            metrics, cfg, space, rank, run) -> None:
     """Checkpoint (rank 0) and report; every rank calls it, since report is a barrier.
 
     The checkpoint folder holds ``model.pt`` (this epoch), ``best.pt`` (the best
@@ -404,7 +447,8 @@ def _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, me
             save_checkpoint(Path(d) / name, weights, space, cfg.features, cfg.model, cfg.loss,
                             info)
         torch.save({"model": bare.state_dict(), "optimizer": optimizer.state_dict(),
-                    "epoch": epoch, "best": best, "bad_epochs": bad_epochs}, Path(d) / STATE)
+                    "epoch": epoch, "best": best, "bad_epochs": bad_epochs,
+                    "data_pass": data_pass}, Path(d) / STATE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
     # Logged after the checkpoint is persisted: a logged epoch is a resumable one.
     with open(Path(cfg.out) / "metrics.jsonl", "a") as f:
@@ -462,8 +506,6 @@ def build_datasets(cfg: TrainConfig, num_rows: int = 0) -> dict:
         log.info("caching the decoded dataset in Ray's object store (cache_decoded=%s)",
                  cfg.cache_decoded)
         sets = {k: v.materialize() for k, v in sets.items()}
-    if cfg.max_steps_per_epoch:  # a capped epoch sees other rows each time, not the first ones
-        sets["train"] = sets["train"].randomize_block_order()
     return sets
 
 

@@ -165,6 +165,21 @@ def test_killed_run_resumes_from_its_last_epoch(ray_local, tiny_data, tmp_path):
     assert "resuming after epoch" in done.stderr
 
 
+@pytest.mark.parametrize("cache", ["never", "always"])
+def test_capped_epochs_go_on_where_the_last_one_stopped(ray_local, tiny_data, tmp_path, cache):
+    """Capped epochs read one stream over the training split: two epochs of 2 steps use a
+    pass of 4 (16 rows a worker, micro-batches of 2, 2 per step), then a new pass begins.
+    Restarting at the split's first rows every epoch would show passes 0, 1, 2, 3 or 0, 0,
+    0, 0; a cached split (where a random block order is drawn once) must behave the same."""
+    result = fit(_cfg(tiny_data, tmp_path / "run", epochs=4, max_steps_per_epoch=2,
+                      audio_eval_presets=0, cache_decoded=cache))
+    assert result.error is None
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["train/steps"] for x in lines] == [2, 2, 2, 2]
+    passes = [x["train/pass"] for x in lines]
+    assert passes == sorted(passes) and passes[0] == 0 and 1 <= passes[-1] < 3, passes
+
+
 def _synthetic_batches(space, n, seed):
     from distributed.train import Batch
     from model.loss import Targets
