@@ -136,7 +136,7 @@ class TrainConfig:
         return from_dict(cls, data, "train config")
 
 
-# --- one optimizer step -------------------------------------------------------------
+# --- the training stream ------------------------------------------------------------
 
 def one_pass(shard, cfg: TrainConfig, device, number: int):
     """The micro-batches of one pass over a training shard, shuffled locally by the pass's
@@ -177,6 +177,8 @@ class Passes:
     def __iter__(self):
         return self._it
 
+
+# --- one optimizer step -------------------------------------------------------------
 
 @dataclass
 class Batch:
@@ -340,9 +342,8 @@ def train_func(config: dict) -> None:
                         rank, render_config, space)
         metrics = {f"train/{k.split('/', 1)[1]}": v / max(steps, 1) for k, v in sums.items()}
         metrics.update(val)
-        data_pass = passes.number if passes is not None else epoch
         metrics.update({"epoch": epoch, "train/steps": steps, "train/lr": lr,
-                        "train/pass": data_pass,
+                        "train/pass": passes.number if passes is not None else epoch,
                         "train/examples_per_s": world * examples / max(train_seconds, 1e-9),
                         "train/data_wait_s": waited,
                         "epoch_seconds": time.perf_counter() - t0})
@@ -355,8 +356,8 @@ def train_func(config: dict) -> None:
             best_state = {k: v.detach().cpu().clone()
                           for k, v in unwrap(model).state_dict().items()}
             best_seen = {"epoch": epoch, "metrics": metrics}
-        _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, data_pass,
-                metrics, cfg, space, rank, run)
+        _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, metrics, cfg,
+                space, rank, run)
         if stop:
             break
     if sound is not None:
@@ -424,8 +425,8 @@ def _validate(model, val_shard, loss_fn, layout, cfg, device, autocast, rank, re
     return out
 
 
-def _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, data_pass,
-            metrics, cfg, space, rank, run) -> None:
+def _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, metrics, cfg,
+            space, rank, run) -> None:
     """Checkpoint (rank 0) and report; every rank calls it, since report is a barrier.
 
     The checkpoint folder holds ``model.pt`` (this epoch), ``best.pt`` (the best
@@ -448,7 +449,7 @@ def _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, da
                             info)
         torch.save({"model": bare.state_dict(), "optimizer": optimizer.state_dict(),
                     "epoch": epoch, "best": best, "bad_epochs": bad_epochs,
-                    "data_pass": data_pass}, Path(d) / STATE)
+                    "data_pass": metrics["train/pass"]}, Path(d) / STATE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
     # Logged after the checkpoint is persisted: a logged epoch is a resumable one.
     with open(Path(cfg.out) / "metrics.jsonl", "a") as f:
