@@ -556,14 +556,10 @@ def latest_checkpoint(folder: Path) -> tuple[str, int] | None:
     return best
 
 
-def fit(cfg: TrainConfig, storage_name: str = "ray"):
-    """Train (or resume) into ``cfg.out``; returns the Ray Train Result. Needs Ray."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    out = Path(cfg.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = dataclasses.replace(cfg, out=str(out))
+def driver_meta(cfg: TrainConfig) -> dict:
+    """What the driver reads and checks before training: the dataset's space and render
+    config, the importance weights, the initial weights. Raises ConfigError (or
+    CheckpointError, FileNotFoundError) naming what does not fit."""
     meta = dataset_meta(cfg.data)
     space = get_space(meta["scope"])
     space.check_id(meta["space_id"], f"dataset {cfg.data}")
@@ -573,6 +569,20 @@ def fit(cfg: TrainConfig, storage_name: str = "ray"):
     if cfg.init_checkpoint:  # read here, so workers on other machines need not see the file
         meta["init_state"] = init_state(cfg, space)
     meta["importance"] = load_importance(cfg, space)
+    return meta
+
+
+def fit(cfg: TrainConfig, storage_name: str = "ray", callbacks: list | None = None):
+    """Train (or resume) into ``cfg.out``; returns the Ray Train Result. Needs Ray.
+
+    ``callbacks``: Ray Train callbacks (``tuning.sweep`` passes Tune's report callback)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    out = Path(cfg.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = dataclasses.replace(cfg, out=str(out))
+    meta = driver_meta(cfg)
     meta["run_id"] = "sm-" + hashlib.sha256(str(out).encode()).hexdigest()[:10]
     meta["storage_dir"] = str(out / storage_name)
     found = latest_checkpoint(out / storage_name)
@@ -585,7 +595,8 @@ def fit(cfg: TrainConfig, storage_name: str = "ray"):
                                      resources_per_worker={"CPU": cfg.cpus_per_worker}),
         run_config=RunConfig(name=storage_name, storage_path=str(out),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             callbacks=callbacks),
         datasets=build_datasets(cfg, meta["num_samples"]),
     )
     result = trainer.fit()

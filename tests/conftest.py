@@ -1,3 +1,4 @@
+import contextlib
 import os
 from pathlib import Path
 
@@ -28,3 +29,28 @@ def pids_with(text: bytes) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+@contextlib.contextmanager
+def local_ray(dashboard: bool = False, no_progress_timeout_s: float = 180):
+    """One local Ray for a test module, with more logical CPUs than the 2 cores (actor pools
+    and Train workers beside read and write tasks would starve otherwise); Ray Data fails a
+    stalled pipeline after ``no_progress_timeout_s`` instead of hanging."""
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=dashboard, log_to_driver=False)
+    ray.data.DataContext.get_current().execution_no_progress_timeout_s = no_progress_timeout_s
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def tiny_dataset(folder: Path) -> Path:
+    """48 short renders (0.5 s note, 0.75 s render) generated on the running Ray."""
+    from distributed.generate import GenerateConfig, generate
+    from synth import RenderConfig
+
+    generate(GenerateConfig(num_samples=48, render=RenderConfig(note_dur=0.5, render_dur=0.75),
+                            rows_per_file=16, block_rows=8), str(folder))
+    return folder

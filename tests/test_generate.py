@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import pids_with
+from conftest import local_ray, pids_with
 
 from distributed import dataset as fmt
 from distributed.generate import GenerateConfig, GenerateError, generate, load_config_file
@@ -26,13 +26,8 @@ SHORT = RenderConfig(note_dur=0.5, render_dur=0.75)  # keeps CI quick; defaults 
 
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray
-
-    # More logical CPUs than the 2 cores: actors + read/write tasks must not starve.
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().execution_no_progress_timeout_s = 120
-    yield ray
-    ray.shutdown()
+    with local_ray(no_progress_timeout_s=120) as ray:
+        yield ray
 
 
 def _cfg(n, **kw):

@@ -9,9 +9,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import pids_with
+from conftest import local_ray, pids_with, tiny_dataset
 
-from distributed.generate import GenerateConfig, generate
 from distributed.train import TrainConfig, accumulation_step, epoch_lr, fit
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.features import FeatureConfig
@@ -28,22 +27,15 @@ SMALL = ModelConfig(channels=(8, 16), hidden=32, dropout=0.0)
 
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray
-
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().execution_no_progress_timeout_s = 180
-    # Train workers import functions by module name; this test module is not installed.
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield ray
-    ray.shutdown()
+    with local_ray() as ray:
+        # Train workers import functions by module name; this test module is not installed.
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        yield ray
 
 
 @pytest.fixture(scope="module")
 def tiny_data(ray_local, tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "tiny"
-    generate(GenerateConfig(num_samples=48, render=SHORT, rows_per_file=16, block_rows=8),
-             str(out))
-    return out
+    return tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")
 
 
 def _cfg(data, out, **kw):

@@ -1,0 +1,1 @@
+"""Ray Tune sweeps over the training job (``python -m tuning.sweep``)."""
