@@ -96,12 +96,27 @@ def trial_config(base: TrainConfig, values: dict, out: Path) -> TrainConfig:
     return dataclasses.replace(base, loss=loss, out=str(out), select_by="audio")
 
 
+SHOWN = (METRIC, "val/best", "val/loss", "epoch")  # the columns of Tune's trial table
+
+
+def _report_callback():
+    """Tune's callback for Train reports, with the sweep's metric first in each report:
+    Tune's trial table shows the first four metrics it finds."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class Report(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            ordered = [{**{k: m[k] for k in SHOWN if k in m}, **m} for m in metrics]
+            super().after_report(run_context, ordered, checkpoint)
+
+    return Report()
+
+
 def run_trial(config: dict, base: dict, sweep_out: str) -> None:
     """A Tune trial: one Ray Train run, reporting each epoch to Tune. ``config``: the
     values Tune drew; ``base``: the TrainConfig every trial starts from."""
     import ray.data
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     # Tune's trial table is the sweep's progress; the trials' data progress bars would
     # interleave below it
@@ -109,7 +124,7 @@ def run_trial(config: dict, base: dict, sweep_out: str) -> None:
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(TrainConfig.from_dict(base), config,
                        Path(sweep_out) / TRIALS_DIR / trial_id)
-    result = fit(cfg, callbacks=[TuneReportCallback()])
+    result = fit(cfg, callbacks=[_report_callback()])
     if result.error is not None:
         raise result.error
 
