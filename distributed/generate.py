@@ -21,7 +21,6 @@ import math
 import sys
 import threading
 import time
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from distributed import dataset as fmt
 from distributed.storage import Location, exists, read_bytes, resolve, sha256_of, write_atomic
 from synth.audio import encode_flac
 from synth.base import base_preset
-from synth.config import ConfigError, from_dict, require
+from synth.config import ConfigError, from_dict, load_config_file, require
 from synth.preset import PresetError, load_preset, parse_preset
 from synth.render import RenderConfig, Renderer, RenderError
 from synth.sampling import Sampler, SamplerConfig
@@ -80,19 +79,6 @@ class GenerateConfig:
         sampler = from_dict(SamplerConfig, data.pop("sampler", {}), "sampler")
         render = from_dict(RenderConfig, data.pop("render", {}), "render")
         return from_dict(cls, {**data, "sampler": sampler, "render": render}, "generate config")
-
-
-def load_config_file(path: Path) -> dict:
-    """A JSON or TOML file with GenerateConfig keys and ``[sampler]``/``[render]`` sections."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
-    try:
-        return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid {path.suffix[1:].upper() or 'JSON'} ({exc})") \
-            from None
 
 
 def _dbfs(x: float) -> float:

@@ -48,7 +48,7 @@ from model.loss import LossConfig, MatchLoss, Targets
 from model.metrics import AUDIO_METRICS, ParamMetrics, audio_distances, predictions
 from model.network import MatchNet, ModelConfig
 from model.sound import SoundConfig, SoundObjective
-from synth.config import ConfigError, from_dict, require
+from synth.config import ConfigError, from_dict, load_config_file, require
 from synth.render import RenderConfig
 from synth.space import get_space
 
@@ -633,12 +633,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    data: dict = {}
-    if args.config:
-        try:
-            data = json.loads(args.config.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{args.config}: cannot read the config ({exc})") from None
+    data = load_config_file(args.config) if args.config else {}
     for key in ("data", "out", "workers", "batch_size", "grad_accum", "epochs", "lr",
                 "init_checkpoint"):
         value = getattr(args, key)

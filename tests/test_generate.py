@@ -221,6 +221,10 @@ def test_bad_config_is_refused_by_name(tmp_path):
     bad.write_text("num_samples = [")
     with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
         load_config_file(bad)
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="list.json: expected an object of config keys"):
+        load_config_file(listed)
     cli = subprocess.run([sys.executable, "-m", "distributed.generate", "--out", str(tmp_path),
                           "--num-samples", "0"], capture_output=True, text=True)
     assert cli.returncode == 2 and "num_samples = 0 is not allowed" in cli.stderr

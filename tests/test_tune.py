@@ -16,7 +16,7 @@ from model.checkpoint import load_checkpoint
 from model.features import FeatureConfig
 from model.network import ModelConfig
 from synth.config import ConfigError
-from tuning.sweep import METRIC, SEARCHED, SweepConfig, sweep
+from tuning.sweep import BEST, METRIC, SEARCHED, SweepConfig, sweep
 
 SWEEP = SweepConfig(trials=3, seed=0)
 
@@ -63,11 +63,11 @@ def test_trials_draw_their_own_loss_and_report_every_epoch(swept, base):
         assert [h["epoch"] for h in history] == list(range(len(history)))
         # ASHA may stop a trial after its grace epoch; it may log the epoch it is in
         assert 1 <= r["epochs"] <= len(history) <= r["epochs"] + 1
-        assert r["best " + METRIC] == min(h[METRIC] for h in history[:r["epochs"]])
+        assert r[BEST] == min(h[METRIC] for h in history[:r["epochs"]])
         trained = load_checkpoint(Path(r["checkpoint"]) / "best.pt")
         assert trained.loss.categorical == r["categorical"]
         assert trained.loss.label_smoothing == r["label_smoothing"]
-        assert trained.training["metrics"][METRIC] == r["best " + METRIC]
+        assert trained.training["metrics"][METRIC] == r[BEST]
     assert (out / "trials.csv").read_text().count("\n") == SWEEP.trials + 1
 
 
@@ -83,7 +83,7 @@ def test_best_config_and_model_are_the_best_trials(swept, base):
     assert cfg.select_by == "audio" and cfg.model == base.model and cfg.data == base.data
     model = load_checkpoint(out / "model.pt")
     assert model.loss == cfg.loss
-    assert model.training["metrics"][METRIC] == best["best " + METRIC]
+    assert model.training["metrics"][METRIC] == best[BEST]
 
 
 def test_running_again_resumes_the_finished_sweep(swept, base):

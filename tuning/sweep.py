@@ -33,7 +33,6 @@ import io
 import json
 import logging
 import math
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +40,13 @@ from pathlib import Path
 from distributed.storage import resolve, write_atomic
 from distributed.train import TrainConfig, driver_meta, fit
 from model.checkpoint import FILENAME, CheckpointError
-from synth.config import ConfigError, from_dict, require
+from synth.config import ConfigError, from_dict, load_config_file, require
 
 log = logging.getLogger("tuning.sweep")
 METRIC, MODE = "val/audio/mrstft", "min"
 SEARCHED = ("categorical", "note", "label_smoothing")  # LossConfig fields under search
+BEST = "best " + METRIC  # the trials.csv column: the least over a trial's epochs
+SHOWN = (METRIC, "val/best", "val/loss", "epoch")  # the columns of Tune's trial table
 TRIALS_DIR, EXPERIMENT = "trials", "tune"
 
 
@@ -85,18 +86,12 @@ class SweepConfig:
         require(self.reduction_factor >= 2, "reduction_factor", self.reduction_factor, ">= 2")
         require(self.max_concurrent >= 1, "max_concurrent", self.max_concurrent, ">= 1")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 def trial_config(base: TrainConfig, values: dict, out: Path) -> TrainConfig:
     """``base`` with a trial's searched loss values, its own run folder, and its best epoch
     chosen by the sweep's metric."""
     loss = dataclasses.replace(base.loss, **{k: float(values[k]) for k in SEARCHED})
     return dataclasses.replace(base, loss=loss, out=str(out), select_by="audio")
-
-
-SHOWN = (METRIC, "val/best", "val/loss", "epoch")  # the columns of Tune's trial table
 
 
 def _report_callback():
@@ -127,6 +122,11 @@ def run_trial(config: dict, base: dict, sweep_out: str) -> None:
     result = fit(cfg, callbacks=[_report_callback()])
     if result.error is not None:
         raise result.error
+
+
+def trial_dirname(trial) -> str:
+    """A trial's Tune folder is named by its id alone, like its Train run's folder."""
+    return trial.trial_id
 
 
 def _tuner(sweep: SweepConfig, base: TrainConfig, out: Path):
@@ -164,11 +164,6 @@ def _tuner(sweep: SweepConfig, base: TrainConfig, out: Path):
                                   failure_config=tune.FailureConfig(max_failures=1)))
 
 
-def trial_dirname(trial) -> str:
-    """A trial's Tune folder is named by its id alone, like its Train run's folder."""
-    return trial.trial_id
-
-
 def summarise(results, base: TrainConfig, out: Path) -> list[tuple[dict, TrainConfig]]:
     """One row per trial, best first, with the trial's TrainConfig: its searched values, the
     epochs Tune saw, its best distance over them and its newest checkpoint (whose ``best.pt``
@@ -184,11 +179,11 @@ def summarise(results, base: TrainConfig, out: Path) -> list[tuple[dict, TrainCo
                   if history is not None and METRIC in history else [])
         rows.append(({"trial_id": trial_id, **{k: r.config[k] for k in SEARCHED},
                       "epochs": len(scores),
-                      "best " + METRIC: min(scores) if scores else math.inf,
+                      BEST: min(scores) if scores else math.inf,
                       "checkpoint": (r.metrics or {}).get("checkpoint_path", ""),
                       "error": repr(r.error) if r.error else ""},
                      trial_config(base, r.config, out / TRIALS_DIR / trial_id)))
-    rows.sort(key=lambda rc: (rc[0]["best " + METRIC], rc[0]["trial_id"]))
+    rows.sort(key=lambda rc: (rc[0][BEST], rc[0]["trial_id"]))
     return rows
 
 
@@ -201,14 +196,12 @@ def write_outputs(rows: list[tuple[dict, TrainConfig]], out: Path) -> dict | Non
     writer.writerows(row for row, _ in rows)
     write_atomic(loc.fs, loc.join("trials.csv"), buf.getvalue().encode())
     best, cfg = rows[0]
-    if not math.isfinite(best["best " + METRIC]):
+    if not math.isfinite(best[BEST]):
         return None
     doc = cfg.to_dict()
     doc.pop("out")
     write_atomic(loc.fs, loc.join("best.json"), (json.dumps(doc, indent=2) + "\n").encode())
-    tmp = out / (FILENAME + ".tmp")
-    shutil.copy(Path(best["checkpoint"]) / "best.pt", tmp)
-    tmp.replace(out / FILENAME)
+    write_atomic(loc.fs, loc.join(FILENAME), (Path(best["checkpoint"]) / "best.pt").read_bytes())
     return best
 
 
@@ -229,7 +222,7 @@ def sweep(base: TrainConfig, config: SweepConfig, out: str) -> list[dict]:
                          f"); see {folder / 'trials.csv'} and the trials' logs under {folder}")
     log.info("best of %d trials: %s (categorical %.4g, note %.4g, label_smoothing %.3f), "
              "%s %.4f; its config: %s", len(rows), best["trial_id"], best["categorical"],
-             best["note"], best["label_smoothing"], METRIC, best["best " + METRIC],
+             best["note"], best["label_smoothing"], METRIC, best[BEST],
              folder / "best.json")
     return [row for row, _ in rows]
 
@@ -254,26 +247,14 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_json(path: Path | None) -> dict:
-    if path is None:
-        return {}
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc})") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: expected a JSON object")
-    return doc
-
-
 def configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, SweepConfig]:
-    base = _read_json(args.config)
+    base = load_config_file(args.config) if args.config else {}
     base.update(data=args.data, out=args.out)
     if args.epochs is not None:
         base["epochs"] = args.epochs
     if args.no_wandb:
         base["wandb"] = False
-    sweep_doc = _read_json(args.sweep_config)
+    sweep_doc = load_config_file(args.sweep_config) if args.sweep_config else {}
     for key in ("trials", "max_concurrent"):
         if getattr(args, key) is not None:
             sweep_doc[key] = getattr(args, key)
