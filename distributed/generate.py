@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import math
-import sys
 import threading
 import time
 from collections import Counter
@@ -416,4 +415,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from synth.cli import run_command
+
+    run_command(main)

@@ -17,7 +17,6 @@ import csv
 import io
 import json
 import logging
-import sys
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -124,4 +123,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from synth.cli import run_command
+
+    run_command(main)

@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -665,4 +664,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from synth.cli import run_command
+
+    run_command(main)

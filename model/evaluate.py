@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from model.loss import Targets
 from model.match import Matcher
 from model.metrics import ParamMetrics, answer_outputs, audio_distances
 from synth.cli import error
+from synth.files import write_text
 from synth.preset import PresetError, load_preset
 from synth.render import RenderConfig, Renderer
 from synth.space import Patch
@@ -221,9 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         for method, values in report["params"].items():
             print(f"{method:10} " + " ".join(f"{values[k]:16.3f}" for k in names))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        write_text(args.json, json.dumps(report, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from synth.cli import run_command
+
+    run_command(main)

@@ -17,9 +17,9 @@ is the spread of a uniform guess).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,9 +32,12 @@ from model.audio_input import FORMATS, AudioInputError, Clip, InputConfig, load_
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.decoding import choose_classes, costs_beside
 from model.metrics import mrstft_distance
+from model.tutorial import Tutorial, write_tutorial
 from synth.audio import write_wav
 from synth.base import base_preset
 from synth.cli import error
+from synth.controls import display_text
+from synth.files import write_text
 from synth.preset import Preset, apply_patch, save_preset
 from synth.render import Renderer
 from synth.space import Patch
@@ -74,11 +77,33 @@ class MatchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     refinement: dict | None = None  # distance before and after, evaluations, seconds
 
-    def report(self) -> dict:
-        return {"preset_name": self.preset.data.get("preset_name"), "note": self.note,
-                "note_source": self.note_source, "f0_note": self.f0_note,
-                "distance": self.distance, "refinement": self.refinement,
-                "timings_ms": self.timings_ms, "parameters": self.params}
+    def report(self, filename: str, *, tutorial: Tutorial | None = None, batch_size: int = 1,
+               preview_wav: bytes | None = None) -> dict:
+        """The match report: what ``model.match --json`` writes and ``POST /v1/match``
+        answers, one schema for both (README, "The match report").
+
+        Args:
+            filename: the ``.vital`` file name the preset is (or is suggested to be) saved as.
+            tutorial: the tutorial, when one was asked for.
+            batch_size: how many clips shared the network's pass (1 on the CLI).
+            preview_wav: the preview as WAV bytes, included base64-encoded when given.
+        """
+        out = {
+            "preset": {"name": self.preset.data.get("preset_name"), "filename": filename,
+                       "content": self.preset.to_json()},
+            "note": self.note, "note_source": self.note_source,
+            "f0_note": None if self.f0_note is None else round(self.f0_note, 2),
+            "parameters": self.params,
+            "distance": {k.split("/")[-1]: round(v, 4) for k, v in self.distance.items()},
+            "refinement": self.refinement,
+            "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+            "batch_size": batch_size,
+            "tutorial": None if tutorial is None else {
+                "text": tutorial.text, "source": tutorial.source, "note": tutorial.note},
+        }
+        if preview_wav is not None:
+            out["preview_wav_base64"] = base64.b64encode(preview_wav).decode()
+        return out
 
 
 def f0_midi(audio: np.ndarray, sample_rate: int) -> float | None:
@@ -200,8 +225,8 @@ class Matcher:
         raw = self.space.raw_from_patch(patch)
         rows = []
         for i, p in enumerate(self.space.params):
-            text = (renderer.synth.get_control_text(p.name) if p.control is not None
-                    else f"{raw[p.name]:+.3f}")
+            text = (display_text(p.control, renderer.synth.get_control_text(p.name))
+                    if p.control is not None else f"{raw[p.name]:+.3f}")
             row = {"name": p.name, "value": raw[p.name], "text": text}
             if confidence is not None:
                 row["confidence"] = round(float(confidence[i]), 4)
@@ -283,16 +308,18 @@ def main(argv: list[str] | None = None) -> int:
         save_preset(result.preset, args.out)
         if args.preview:
             write_wav(args.preview, result.preview, matcher.render_config.sample_rate)
-        report = result.report()
+        tutorial = None
         if args.tutorial:
-            from model.tutorial import write_tutorial
-
             tutorial = write_tutorial(result.params, matcher.modules, result.note)
-            report["tutorial"] = {"text": tutorial.text, "source": tutorial.source,
-                                  "note": tutorial.note}
+            if tutorial.source == "offline":
+                log.warning("offline tutorial from a template (%s); set ANTHROPIC_API_KEY "
+                            "for one written by Claude", tutorial.note)
             print(tutorial.text)
         if args.json:
-            args.json.write_text(json.dumps(report, indent=2))
+            report = result.report(args.out.name, tutorial=tutorial)
+            write_text(args.json, json.dumps(report, indent=2))
+    except BrokenPipeError:
+        raise  # a closed stdout is no error: run_command ends quietly
     except (AudioInputError, CheckpointError, ValueError, OSError) as exc:
         return error(exc)
     log.info("wrote %s (note %d from %s, MR-STFT distance %.3f, %.0f ms)", args.out, result.note,
@@ -301,4 +328,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from synth.cli import run_command
+
+    run_command(main)

@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import os
 import signal
-import sys
 import threading
 
 from synth.cli import error
@@ -75,4 +74,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from synth.cli import run_command
+
+    run_command(main)

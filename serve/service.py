@@ -16,9 +16,7 @@ Every refusal is an :class:`ApiError` with its HTTP status.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import io
 import logging
 import re
 import time
@@ -26,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from model.audio_input import FORMATS, AudioInputError, InputConfig, sniff_format
 from model.decoding import costs_path
@@ -34,17 +31,11 @@ from model.match import DEFAULT_CHECKPOINT, Matcher, MatchResult, f0_midi
 from model.tutorial import Tutorial, write_tutorial
 from serve.config import ServeConfig
 from serve.errors import ApiError
+from synth.audio import wav_bytes
 from synth.preset import PresetError, parse_preset
 from synth.render import RenderError
 
 log = logging.getLogger("serve")
-
-
-def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
-    """16-bit PCM WAV (what every browser and DAW plays)."""
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
 
 
 def safe_name(filename: str | None, fallback: str = "upload") -> str:
@@ -62,25 +53,10 @@ class MatchOutput:
     batch_size: int  # how many requests shared the model pass
 
     def to_json(self, sample_rate: int, preview: bool) -> dict:
-        r = self.result
-        out = {
-            "preset": {"name": r.preset.data.get("preset_name"), "filename": self.filename,
-                       "content": r.preset.to_json()},
-            "note": r.note, "note_source": r.note_source,
-            "f0_note": None if r.f0_note is None else round(r.f0_note, 2),
-            "parameters": r.params,
-            "distance": {k.split("/")[-1]: round(v, 4) for k, v in r.distance.items()},
-            "refinement": r.refinement,
-            "timings_ms": {k: round(v, 1) for k, v in r.timings_ms.items()},
-            "batch_size": self.batch_size,
-            "tutorial": None if self.tutorial is None else {
-                "text": self.tutorial.text, "source": self.tutorial.source,
-                "note": self.tutorial.note},
-        }
-        if preview:
-            out["preview_wav_base64"] = base64.b64encode(
-                wav_bytes(r.preview, sample_rate)).decode()
-        return out
+        """The match report (``MatchResult.report``: the CLI's ``--json`` schema)."""
+        wav = wav_bytes(self.result.preview, sample_rate) if preview else None
+        return self.result.report(self.filename, tutorial=self.tutorial,
+                                  batch_size=self.batch_size, preview_wav=wav)
 
 
 class MatchService:

@@ -1,3 +1,3 @@
-from synth.cli import main
+from synth.cli import main, run_command
 
-main()
+run_command(main)

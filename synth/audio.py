@@ -21,6 +21,13 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> P
     return path
 
 
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """Mono float audio -> 16-bit PCM WAV bytes (what every browser and DAW plays)."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
 def encode_flac(audio: np.ndarray, sample_rate: int) -> bytes:
     """Mono float audio -> 16-bit FLAC bytes (lossless for 16-bit PCM, about 40% of it)."""
     buf = io.BytesIO()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,22 @@ def error(message: object) -> int:
 def fatal(message: object) -> None:
     """:func:`error`, then exit."""
     sys.exit(error(message))
+
+
+def run_command(main: Callable[[], int | None]) -> None:
+    """Run a command's ``main`` as the process and exit with its status.
+
+    A reader that closes the pipe early (``python -m synth space | head``) ends the
+    command quietly with status 0, as it would end ``cat``: stdout is pointed at
+    ``/dev/null`` so that the interpreter's last flush raises nothing either.
+    """
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
 
 
 def run_job(job: Callable[[], object], expected: tuple[type[BaseException], ...]) -> int:
@@ -156,11 +173,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
         log.info("wrote %s (peak %.3f, %s)", args.wav, result.peak, status)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s")
     try:
         {"space": cmd_space, "render": cmd_render, "sample": cmd_sample}[args.command](args)
+    except BrokenPipeError:
+        raise  # a closed stdout is no error: run_command ends quietly
     except (PresetError, SpaceError, ConfigError, RenderError, OSError) as exc:
-        fatal(str(exc))
+        return error(exc)
+    return 0

@@ -62,6 +62,32 @@ class Control:
         return f"{self.min + index:g}"
 
 
+_DISPLAY = re.compile(r"^(-?\d+(?:\.\d*)?)(.*)$", re.DOTALL)
+
+
+def display_text(control: Control, text: str) -> str:
+    """vita's display text for ``control`` (six decimals: ``"3.919453 secs"``) as Vital's
+    interface shows it, so that a user can dial it in.
+
+    Vital's sliders (``SynthSlider::formatValue``) show a value with at most five
+    characters, one more for a minus sign, and no trailing point; indexed controls show a
+    whole number; labelled options (``"Analog"``, ``"On"``) are shown as they are. The unit
+    suffix is vita's own. ``3.919453 secs`` -> ``3.919 secs``, ``-41.939865 semitones`` ->
+    ``-41.93 semitones``, ``2.000000v`` -> ``2v``, ``0.000000`` -> ``0``.
+    """
+    match = _DISPLAY.match(text.strip())
+    if match is None:  # an option label
+        return text
+    number, units = match.groups()
+    value = float(number)
+    if control.discrete:
+        return f"{round(value):d}{units}"
+    digits = f"{value:.5f}"[: 6 if value < 0 else 5].rstrip(".")
+    if digits in ("-0", "-0.0", "-0.00", "-0.000"):
+        digits = digits[1:]
+    return digits + units
+
+
 def _scale_name(scale: object) -> str:
     # "ValueScale.SquareRoot" -> "square_root"
     raw = str(scale).rsplit(".", 1)[-1]

@@ -50,3 +50,15 @@ def test_errors_are_one_line_without_traceback(tmp_path):
                check=False)
     assert out.returncode == 2 and "velocity = 3.0 is not allowed" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
+    # like `python -m synth space --scope full --json | head -1`: the JSON (about 130 KB)
+    # overflows the pipe's buffer, so the command is still writing when the reader leaves
+    proc = subprocess.Popen([sys.executable, "-m", "synth", "space", "--scope", "full",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"{"
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()[-1000:]
+    assert err == b""  # no "error: [Errno 32] Broken pipe", no "Exception ignored" lines

@@ -5,6 +5,7 @@ checking, predicting, writing a preset Vital opens), not the quality of a match.
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ from model.features import FeatureConfig
 from model.loss import LossConfig
 from model.match import Matcher, NoteChoice, Prediction, f0_midi
 from model.network import MatchNet, ModelConfig
-from synth import Renderer, Sampler, SamplerConfig, get_space, load_preset
+from synth import Renderer, Sampler, SamplerConfig, get_space, load_preset, parse_preset
 
 SR = 44100
 N = 2 * SR
@@ -44,10 +45,18 @@ def test_a_rendered_clip_matches_to_a_preset_vita_loads(checkpoint, tmp_path):
     clip = Renderer(sampler.space).render(s.patch, 57).audio
     sf.write(tmp_path / "clip.wav", clip, SR)
     out, preview, report = tmp_path / "m.vital", tmp_path / "m.wav", tmp_path / "m.json"
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
     cli = subprocess.run([sys.executable, "-m", "model.match", str(tmp_path / "clip.wav"), "-o",
                           str(out), "--checkpoint", str(checkpoint), "--preview", str(preview),
-                          "--json", str(report)], capture_output=True, text=True, timeout=300)
+                          "--json", str(report), "--tutorial"], capture_output=True, text=True,
+                         timeout=300, env=env, umask=0o022)
     assert cli.returncode == 0, cli.stderr[-2000:]
+    # the tutorial is printed, and the user is told it is the offline template, and why
+    assert "Filter 1" in cli.stdout
+    assert "offline tutorial" in cli.stderr and "ANTHROPIC_API_KEY" in cli.stderr
+    # written files get the mode a plain write gives under the umask, not mkstemp's 0600
+    assert {f.name: f.stat().st_mode & 0o777 for f in (out, preview, report)} == {
+        "m.vital": 0o644, "m.wav": 0o644, "m.json": 0o644}
     preset = load_preset(out)
     assert "clip.wav" in preset.data["comments"] and preset.data["author"] == "synthmatch"
     rendered = Renderer(get_space("core")).render_preset(preset, 57)
@@ -57,7 +66,10 @@ def test_a_rendered_clip_matches_to_a_preset_vita_loads(checkpoint, tmp_path):
     assert all(0.0 <= p["confidence"] <= 1.0 for p in doc["parameters"])
     cutoff = next(p for p in doc["parameters"] if p["name"] == "filter_1_cutoff")
     assert "semitones" in cutoff["text"]  # Vital's own display text
-    assert doc["distance"]["audio/mrstft"] > 0
+    assert doc["distance"]["mrstft"] > 0
+    assert doc["preset"]["filename"] == "m.vital" and doc["batch_size"] == 1
+    assert load_preset(out).data == parse_preset(doc["preset"]["content"], source="r").data
+    assert doc["tutorial"]["source"] == "offline" and doc["tutorial"]["text"] in cli.stdout
     assert sf.info(preview).samplerate == SR
 
 

@@ -7,9 +7,12 @@ The demo is driven in Debian's headless Chromium through Selenium.
 
 import base64
 import io
+import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -113,7 +116,7 @@ def test_health_info_and_docs(server):
     assert {"/v1/match", "/v1/render", "/v1/tutorial", "/v1/info", "/healthz"} <= set(paths)
 
 
-def test_a_rendered_clip_matches_to_a_preset_vita_loads(server, clip_wav):
+def test_a_rendered_clip_matches_to_a_preset_vita_loads(server, clip_wav, tmp_path):
     base, _ = server
     resp = requests.post(f"{base}/v1/match", files={"audio": ("pluck.wav", clip_wav)},
                          data={"preview": "true", "tutorial": "true",
@@ -134,6 +137,27 @@ def test_a_rendered_clip_matches_to_a_preset_vita_loads(server, clip_wav):
     assert sr == SR and len(preview) == 2 * SR and np.abs(preview).max() > 1e-3
     assert out["tutorial"]["source"] == "offline" and "Filter 1" in out["tutorial"]["text"]
     assert {"read", "predict", "render", "total"} <= set(out["timings_ms"])
+    # the CLI's --json report has the same schema, key for key (the preview is the API's
+    # option); run it on the same clip with the same shipped model
+    (tmp_path / "pluck.wav").write_bytes(clip_wav)
+    cli = subprocess.run([sys.executable, "-m", "model.match", str(tmp_path / "pluck.wav"),
+                          "-o", str(tmp_path / "m.vital"), "--json", str(tmp_path / "m.json"),
+                          "--tutorial"], capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"})
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    report = json.loads((tmp_path / "m.json").read_text())
+    del out["preview_wav_base64"]
+    assert _keys(report) == _keys(out)
+    assert [p["name"] for p in report["parameters"]] == [p["name"] for p in out["parameters"]]
+
+
+def _keys(doc):
+    """The key structure of a JSON document (dicts' keys, recursively; a list's first item)."""
+    if isinstance(doc, dict):
+        return {k: _keys(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_keys(doc[0])] if doc else []
+    return None
 
 
 def test_render_and_tutorial_of_a_real_preset(server, real_presets):

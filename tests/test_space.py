@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -129,3 +131,27 @@ def test_pitch_offset_is_the_lowest_sounding_oscillator():
     assert space.pitch_offset(space.patch_from_raw({**raw, "osc_2_midi_track": 0})) == \
         pytest.approx(12.5)
     assert space.pitch_offset(space.patch_from_raw({"osc_1_on": 0, "osc_2_on": 0})) == 0.0
+
+
+def test_display_texts_are_shown_as_vitals_interface_shows_them():
+    from synth.controls import discover_controls, display_text
+
+    c = discover_controls()
+    cases = {("env_1_release", "3.919453 secs"): "3.919 secs",
+             ("filter_1_cutoff", "-41.939865 semitones"): "-41.93 semitones",
+             ("osc_1_unison_voices", "2.000000v"): "2v",
+             ("osc_1_transpose", "0.000000"): "0", ("osc_1_transpose", "-12.000000"): "-12",
+             ("osc_1_phase", "186.984863"): "186.9", ("volume", "-2.840370dB"): "-2.840dB",
+             ("osc_1_tune", "-0.000002"): "0.000", ("filter_1_model", "Formant"): "Formant"}
+    for (name, text), shown in cases.items():
+        assert display_text(c[name], text) == shown, (name, text)
+    # every control of a real synth: at most 5 characters of number (6 with a minus sign)
+    import vita
+
+    synth = vita.Synth()
+    for param in get_space("full").params:
+        if param.control is None:
+            continue
+        shown = display_text(param.control, synth.get_control_text(param.name))
+        number = re.match(r"-?[\d.]*", shown).group()
+        assert len(number.lstrip("-")) <= 5 and not number.endswith("."), (param.name, shown)

@@ -33,7 +33,6 @@ import io
 import json
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,4 +277,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from synth.cli import run_command
+
+    run_command(main)
