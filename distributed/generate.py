@@ -1,6 +1,6 @@
 """Generate a training set: Ray Data renders sampled Vital presets into Parquet.
 
-    sample ids -> SampleRenderer (actor pool, one vita.Synth per actor) -> write_parquet
+    sample ids -> render_ids (Ray Data tasks; one vita.Synth per worker process) -> write_parquet
 
 Deterministic: row ``id`` is a pure function of the arguments and ``id`` (its
 audio equal within vita's render noise). Resumable: files already written are
@@ -15,6 +15,7 @@ for the format.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -55,7 +56,7 @@ class GenerateConfig:
     rows_per_file: int = 500
     block_rows: int = 50  # ids per Ray Data input block: the unit of scheduling
     batch_size: int = 10  # ids per call of the renderer
-    num_actors: int | None = None  # default: the cluster's CPUs less one
+    num_renderers: int | None = None  # render tasks at once; default: the cluster's CPUs less one
 
     def __post_init__(self):
         require(self.num_samples >= 1, "num_samples", self.num_samples, "a whole number >= 1")
@@ -63,8 +64,8 @@ class GenerateConfig:
         require(self.rows_per_file >= 1, "rows_per_file", self.rows_per_file, ">= 1")
         require(self.block_rows >= 1, "block_rows", self.block_rows, ">= 1")
         require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-        require(self.num_actors is None or self.num_actors >= 1, "num_actors", self.num_actors,
-                ">= 1, or unset for the cluster's CPUs less one")
+        require(self.num_renderers is None or self.num_renderers >= 1, "num_renderers",
+                self.num_renderers, ">= 1, or unset for the cluster's CPUs less one")
 
     def job(self) -> dict:
         """What makes the rows: a resumed run must match it exactly."""
@@ -85,16 +86,15 @@ def _dbfs(x: float) -> float:
 
 
 class SampleRenderer:
-    """Ray Data callable class: a batch of ids -> a batch of rendered rows.
+    """A batch of ids -> a batch of rendered rows, with one ``Sampler`` and ``Renderer`` (one
+    ``vita.Synth``); :func:`render_ids` keeps one per Ray worker process.
 
-    Builds its ``Sampler`` and ``Renderer`` (one ``vita.Synth``) once per actor.
     A draw that renders silent, clipping or non-finite, or fails to render, is
     replaced by the next deterministic draw of the same id (``attempt`` 1, 2, ...).
     """
 
     def __init__(self, sampler: dict, seeds: list[tuple[str, str]], render: dict,
-                 max_attempts: int, progress=None):
-        self.progress = progress
+                 max_attempts: int):
         presets = [parse_preset(text, source=name, name=name) for name, text in seeds]
         self.sampler = Sampler(SamplerConfig(**sampler), seed_presets=presets)
         self.renderer = Renderer(self.sampler.space, RenderConfig(**render), bases=presets)
@@ -135,8 +135,6 @@ class SampleRenderer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [self._row(int(i)) for i in batch["id"]]
-        if self.progress is not None:
-            self.progress.add.remote(len(rows))
         out = {}
         for key in rows[0]:
             values = [r[key] for r in rows]
@@ -151,6 +149,28 @@ class SampleRenderer:
                            ("rms_dbfs", np.float32), ("render_ms", np.float32)):
             out[key] = out[key].astype(dtype)
         return out
+
+
+@functools.lru_cache(maxsize=1)
+def _renderer_for(args: str) -> SampleRenderer:
+    """This process's renderer for a job's arguments (JSON): built by its first task, kept
+    for the next ones, as an actor would keep it."""
+    return SampleRenderer(**json.loads(args))
+
+
+def render_ids(batch: dict[str, np.ndarray], renderer_args: str,
+               progress=None) -> dict[str, np.ndarray]:
+    """Ray Data map function: a batch of ids -> rendered rows.
+
+    Plain tasks rather than an actor pool: Ray retries a task whose worker died, and a
+    task pool does not trip Ray 2.60's error-level line about restartable actors with
+    arguments in the object store (ray-project/ray#57733), printed for every Ray Data
+    actor. The synth is built once per worker process all the same (:func:`_renderer_for`).
+    """
+    out = _renderer_for(renderer_args)(batch)
+    if progress is not None:
+        progress.add.remote(len(batch["id"]))
+    return out
 
 
 class _Progress:
@@ -242,20 +262,21 @@ def _render_missing(loc: Location, config: GenerateConfig, sampler: Sampler,
     from distributed.cluster import cluster_cpus
 
     num_blocks = max(1, math.ceil(len(missing) / config.block_rows))
-    actors = min(config.num_actors or max(1, cluster_cpus() - 1), num_blocks)
+    renderers = min(config.num_renderers or max(1, cluster_cpus() - 1), num_blocks)
     seeds = [(p.name, p.to_json()) for p in sampler.seed_presets]
-    log.info("rendering %d samples with %d renderer actors into %s", len(missing), actors,
-             loc.uri)
+    log.info("rendering %d samples, %d at a time, into %s", len(missing), renderers, loc.uri)
     progress = ray.remote(num_cpus=0)(_Progress).remote()
     ids = ray.data.from_arrow([pa.table({"id": chunk})
                                for chunk in np.array_split(missing, num_blocks)])
+    args = json.dumps({"sampler": config.sampler.to_dict(), "seeds": seeds,
+                       "render": config.render.to_dict(), "max_attempts": config.max_attempts})
+    # by its importable name, also when this file runs as __main__ (python -m): the
+    # workers import it, and its per-process renderer cache with it
+    from distributed.generate import render_ids
+
     rows = ids.map_batches(
-        SampleRenderer,
-        fn_constructor_kwargs={"sampler": config.sampler.to_dict(), "seeds": seeds,
-                               "render": config.render.to_dict(),
-                               "max_attempts": config.max_attempts, "progress": progress},
-        batch_size=config.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=actors),
+        render_ids, fn_kwargs={"renderer_args": args, "progress": progress},
+        batch_size=config.batch_size, compute=ray.data.TaskPoolStrategy(size=renderers),
         num_cpus=1,
     )
     with _Reporter(progress, len(missing)):
@@ -311,6 +332,19 @@ def _finalize(loc: Location, config: GenerateConfig, sampler: Sampler, seconds: 
     return manifest
 
 
+def completed(config: GenerateConfig, out: str) -> dict | None:
+    """The manifest when ``out`` holds this job finished already, else None; refuses a
+    dataset made with other arguments. Needs no Ray: a rerun of a finished job ends here."""
+    loc = resolve(out)
+    _check_job(loc, config)
+    if not exists(loc.fs, loc.join(fmt.MANIFEST)):
+        return None
+    manifest = fmt.load_manifest(loc)
+    log.info("%s is complete already: %d rows (manifest.json); --verify checks its files",
+             loc.uri, manifest["rows"])
+    return manifest
+
+
 def generate(config: GenerateConfig, out: str) -> dict:
     """Run (or resume) a generate job into ``out``; returns the manifest.
 
@@ -318,10 +352,9 @@ def generate(config: GenerateConfig, out: str) -> dict:
     """
     loc = resolve(out)
     sampler = Sampler(config.sampler)
-    _check_job(loc, config)
-    if exists(loc.fs, loc.join(fmt.MANIFEST)):
-        log.info("%s is complete already (manifest.json present)", loc.uri)
-        return fmt.load_manifest(loc)
+    done = completed(config, out)
+    if done is not None:
+        return done
     start = time.perf_counter()
     present = _existing_ids(loc)
     missing = np.setdiff1d(np.arange(config.num_samples, dtype=np.int64), present)
@@ -335,6 +368,22 @@ def generate(config: GenerateConfig, out: str) -> dict:
              manifest["rows"], missing.size, seconds, missing.size / max(seconds, 1e-9),
              manifest["bytes_per_sample"] / 1e3)
     return manifest
+
+
+def verify(path: str) -> None:
+    """``--verify``: print each problem, or what was checked; exit status 1 on problems."""
+    loc = resolve(path)
+    problems = fmt.verify(loc)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    if problems:
+        print(f"{len(problems)} problem(s) in {path}")
+        raise SystemExit(1)
+    m = fmt.load_manifest(loc)
+    files = f"{len(m['files'])} file" + ("s" if len(m["files"]) != 1 else "")
+    print(f"OK {path}: {files} and {m['rows']} rows as manifest.json lists them "
+          f"(each file's sha256, row count and space id {m['space_id']}; ids 0-"
+          f"{m['num_samples'] - 1} each present once; no file the manifest does not list)")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -356,7 +405,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="JSON or TOML file with GenerateConfig keys and "
                                                "[sampler] / [render] sections")
     p.add_argument("--rows-per-file", type=int, help=f"default {d.rows_per_file}")
-    p.add_argument("--actors", type=int, help="renderer actors (default: cluster CPUs less one)")
+    p.add_argument("--renderers", type=int,
+                   help="render tasks at once (default: cluster CPUs less one)")
     p.add_argument("--batch-size", type=int, help=f"ids per renderer call (default "
                                                   f"{d.batch_size})")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local "
@@ -370,7 +420,7 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
     sampler = dict(data.pop("sampler", {}))
     if args.num_samples is not None:
         data["num_samples"] = args.num_samples
-    for key, value in (("rows_per_file", args.rows_per_file), ("num_actors", args.actors),
+    for key, value in (("rows_per_file", args.rows_per_file), ("num_renderers", args.renderers),
                        ("batch_size", args.batch_size)):
         if value is not None:
             data[key] = value
@@ -383,7 +433,7 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         if not paths:
             raise ConfigError(f"{args.seed_presets}: no .vital presets to use as seeds")
         sampler["seed_presets"] = [str(p.resolve()) for p in paths]
-        for path in paths:  # fail on a bad seed now, not in every actor
+        for path in paths:  # fail on a bad seed now, not in every render task
             load_preset(path)
     if "num_samples" not in data:
         raise ConfigError("--num-samples is required (or num_samples in --config)")
@@ -398,18 +448,15 @@ def main(argv: list[str] | None = None) -> int:
     from synth.cli import run_job
 
     if args.verify:
-        problems = fmt.verify(resolve(args.verify))
-        for problem in problems:
-            print(f"FAIL {problem}")
-        print("OK" if not problems else f"{len(problems)} problem(s) in {args.verify}")
-        return 1 if problems else 0
+        return run_job(lambda: verify(args.verify), (ConfigError, OSError))
 
     def job():
         if not args.out:
             raise ConfigError("--out is required (a folder or a URI)")
         config = config_from_args(args)
-        init_ray(args.address)
-        generate(config, args.out)
+        if completed(config, args.out) is None:  # a finished job starts no Ray
+            init_ray(args.address)
+            generate(config, args.out)
 
     return run_job(job, (ConfigError, GenerateError, PresetError))
 

@@ -3,8 +3,8 @@
     python -m distributed.match --input clips/ --out matched/ [--checkpoint model.pt]
         [--refine-seconds S]
 
-Clip files (WAV, FLAC, OGG, MP3) are read as bytes by Ray Data, matched on an
-actor pool (each actor loads the checkpoint once), and each preset is written
+Clip files (WAV, FLAC, OGG, MP3) are read as bytes by Ray Data, matched in Ray Data
+tasks (each worker process loads the checkpoint once), and each preset is written
 to ``OUT/presets/<clip stem>_<format>.vital``. ``OUT/results.csv`` has one row per clip:
 the preset, note, distance, timings, or the error that stopped it (a bad clip
 never stops the job).
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import logging
@@ -31,7 +32,8 @@ FIELDS = ["clip", "preset", "note", "note_source", "mrstft", "refined_from",
 
 
 class ClipMatcher:
-    """Ray Data callable class: clip bytes -> presets written, result rows returned."""
+    """Clip bytes -> presets written, result rows returned; :func:`match_clips` keeps one
+    per Ray worker process."""
 
     def __init__(self, checkpoint: str | None, out: str, refine_seconds: float):
         from model.match import Matcher
@@ -67,8 +69,20 @@ class ClipMatcher:
         return {k: np.array([str(r[k]) for r in rows], dtype=object) for k in FIELDS}
 
 
+@functools.lru_cache(maxsize=1)
+def _matcher_for(checkpoint: str | None, out: str, refine_seconds: float) -> ClipMatcher:
+    return ClipMatcher(checkpoint, out, refine_seconds)
+
+
+def match_clips(batch: dict, checkpoint: str | None, out: str, refine_seconds: float) -> dict:
+    """Ray Data map function; plain tasks, as in ``distributed.generate.render_ids`` (Ray
+    retries a task whose worker died; no actor-restart error line), with the checkpoint
+    loaded once per worker process."""
+    return _matcher_for(checkpoint, out, refine_seconds)(batch)
+
+
 def run(input_uri: str, out: str, checkpoint: str | None = None,
-        refine_seconds: float = 0.0, actors: int | None = None) -> list[dict]:
+        refine_seconds: float = 0.0, workers: int | None = None) -> list[dict]:
     """Match every clip under ``input_uri``; returns the result rows. Needs Ray."""
     import ray
 
@@ -81,11 +95,13 @@ def run(input_uri: str, out: str, checkpoint: str | None = None,
              if i.path.lower().endswith(AUDIO_SUFFIXES)]
     if not clips:
         raise ConfigError(f"{input_uri}: no {', '.join(AUDIO_SUFFIXES)} files")
-    actors = min(actors or max(1, cluster_cpus() - 1), len(clips))
+    workers = min(workers or max(1, cluster_cpus() - 1), len(clips))
     ds = ray.data.read_binary_files(clips, filesystem=src.fs, include_paths=True)
-    results = ds.map_batches(ClipMatcher, fn_constructor_kwargs={
+    from distributed.match import match_clips  # by its importable name, also as __main__
+
+    results = ds.map_batches(match_clips, fn_kwargs={
         "checkpoint": checkpoint, "out": out, "refine_seconds": refine_seconds},
-        batch_size=4, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
+        batch_size=4, compute=ray.data.TaskPoolStrategy(size=workers), num_cpus=1)
     rows = sorted(results.take_all(), key=lambda r: r["clip"])  # small rows, no audio
     dest = resolve(out)
     buf = io.StringIO()
@@ -106,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder or URI for presets/ and results.csv")
     p.add_argument("--checkpoint", help="model.pt (default: the shipped model)")
     p.add_argument("--refine-seconds", type=float, default=0.0)
-    p.add_argument("--actors", type=int, help="matcher actors (default: cluster CPUs less one)")
+    p.add_argument("--workers", type=int,
+                   help="match tasks at once (default: cluster CPUs less one)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
@@ -117,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def job():
         init_ray(args.address)
-        run(args.input, args.out, args.checkpoint, args.refine_seconds, args.actors)
+        run(args.input, args.out, args.checkpoint, args.refine_seconds, args.workers)
 
     return run_job(job, (ConfigError, CheckpointError, FileNotFoundError))
 

@@ -90,6 +90,13 @@ def answer_outputs(patches: list[Patch], notes: list[int], layout: SpaceLayout) 
     return Outputs(continuous, categorical, note)
 
 
+def audio_tensor(audio: np.ndarray) -> torch.Tensor:
+    """Mono audio ``(N,)`` as a float32 tensor ``(1, 1, N)`` for auraloss. A read-only array
+    (as Ray's object store hands out) is copied: torch would share it and warn."""
+    a = np.ascontiguousarray(audio, dtype=np.float32)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())[None, None]
+
+
 _mrstft = None
 
 
@@ -101,10 +108,8 @@ def mrstft_distance(pred: np.ndarray, target: np.ndarray) -> float:
     if _mrstft is None:
         _mrstft = auraloss.freq.MultiResolutionSTFTLoss()
     n = min(len(pred), len(target))
-    a = torch.from_numpy(np.ascontiguousarray(pred[:n], dtype=np.float32))[None, None]
-    b = torch.from_numpy(np.ascontiguousarray(target[:n], dtype=np.float32))[None, None]
     with torch.no_grad():
-        return float(_mrstft(a, b))
+        return float(_mrstft(audio_tensor(pred[:n]), audio_tensor(target[:n])))
 
 
 AUDIO_METRICS = ("audio/logmel_l1", "audio/mrstft")  # the keys of ``audio_distances``

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from model.metrics import audio_tensor
 from synth.render import RenderConfig, Renderer, RenderPool
 from synth.space import ParameterSpace, Patch
 
@@ -44,7 +45,7 @@ class Refiner:
     def score(self, patches: list[Patch], note: int, target: torch.Tensor) -> list[float]:
         def distance(renderer: Renderer, patch: Patch) -> float:
             audio = renderer.render(patch, note).audio
-            a = torch.from_numpy(audio[: target.shape[-1]])[None, None]
+            a = audio_tensor(audio[: target.shape[-1]])
             with torch.no_grad():
                 return float(self.loss(a, target[..., : a.shape[-1]]))
 
@@ -55,7 +56,7 @@ class Refiner:
                seed: int = 0) -> RefineResult:
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
-        target = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))[None, None]
+        target = audio_tensor(clip)
         best_x = start.continuous.copy()
         best = start_d = self.score([start], note, target)[0]
         evals, history = 1, [best]

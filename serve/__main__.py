@@ -15,9 +15,31 @@ import logging
 import os
 import signal
 import threading
+import time
 
 from synth.cli import error
 from synth.config import ConfigError
+
+
+def _wait_ready(base: str, stop: threading.Event, timeout_s: float = 600.0) -> bool:
+    """Wait until ``/healthz`` answers 200 (the ingress answers 503 while it starts);
+    False when it answers that the start failed, or on a stop or the timeout."""
+    import urllib.error
+    import urllib.request
+
+    host = base.replace("://0.0.0.0", "://127.0.0.1")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stop.is_set():
+        try:
+            with urllib.request.urlopen(f"{host}/healthz", timeout=5):
+                return True
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503:
+                return False
+        except OSError:
+            pass  # not listening yet
+        stop.wait(0.5)
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,9 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
+        # Serve's own controller and proxy log warnings only: their INFO lines (each
+        # replica added, every route of the demo in one line) are not for a user
+        serve.start(http_options={"host": args.host, "port": args.port},
+                    logging_config={"log_level": "WARNING"})
         serve.run(build_app(config), name="synthmatch", route_prefix="/", blocking=False)
         base = f"http://{args.host}:{args.port}"
+        if not _wait_ready(base, stop):
+            return error(f"the app did not start; {base}/healthz says why, the log above "
+                         "has the details")
         print(f"synthmatch is serving on {base}: demo {base}/demo, API docs {base}/docs "
               "(Ctrl-C stops)", flush=True)
         stop.wait()

@@ -40,6 +40,9 @@ from synth.preset import Preset, import_preset
 from synth.space import Patch
 
 log = logging.getLogger("serve")
+# The stages behind the ingress log no line per call: the ingress's access log has one line
+# per HTTP request, which is what an operator reads.
+QUIET = {"enable_access_log": False}
 
 
 def _matcher(checkpoint: str) -> Matcher:
@@ -51,6 +54,7 @@ def _matcher(checkpoint: str) -> Matcher:
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8,
                         "upscale_delay_s": 5, "downscale_delay_s": 60},
     ray_actor_options={"num_cpus": 0.5},
+    logging_config=QUIET,
 )
 class Model:
     """The network. Concurrent ``predict`` calls are answered from one batched pass."""
@@ -73,6 +77,10 @@ class Model:
         predictions = await asyncio.to_thread(self.matcher.predict, audio)
         return [(p, len(audio)) for p in predictions]
 
+    def ready(self) -> bool:
+        """Answers once the replica is up (the ingress waits for it before serving)."""
+        return True
+
     async def predict(self, audio: np.ndarray) -> tuple[Prediction, int]:
         """One clip's prediction and the size of the batch it was part of."""
         return await self.predict_batch(audio)
@@ -82,6 +90,7 @@ class Model:
     max_ongoing_requests=4,
     autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 2},
     ray_actor_options={"num_cpus": 0.5},
+    logging_config=QUIET,
 )
 class Render:
     """vita work: the preview render and its distance, presets, display texts."""
@@ -91,6 +100,9 @@ class Render:
         # first-call costs (the synth, auraloss) now, not on the first request
         self.matcher.renderer.render_preset(base_preset(), 60)
         mrstft_distance(np.zeros(4096, np.float32), np.zeros(4096, np.float32))
+
+    def ready(self) -> bool:
+        return True
 
     def finish(self, clip: Clip, prediction: Prediction, note: NoteChoice, patch: Patch,
                refinement: dict | None, timings_ms: dict) -> MatchResult:
@@ -108,12 +120,16 @@ class Render:
     max_ongoing_requests=1,
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1},
     ray_actor_options={"num_cpus": 0.5},
+    logging_config=QUIET,
 )
 class Refine:
     """The optional search from the prediction (one at a time per replica)."""
 
     def __init__(self, checkpoint: str = ""):
         self.matcher = _matcher(checkpoint)
+
+    def ready(self) -> bool:
+        return True
 
     def refine(self, clip: Clip, patch: Patch, note: int, seconds: float,
                evals: int) -> tuple[Patch, dict]:
@@ -124,18 +140,29 @@ class Refine:
                   ray_actor_options={"num_cpus": 0.5})
 @serve.ingress()
 class Api:
-    """The HTTP ingress; the FastAPI app (and the demo) are built in the replica."""
+    """The HTTP ingress. It comes up at once with a :class:`serve.gate.Gate` in front,
+    which answers 503 with ``Retry-After`` while the FastAPI app (and the demo) is built
+    in the background and the other deployments start."""
 
     def __init__(self, model, render, refine, config: dict | None = None):
+        self.config = ServeConfig.from_dict(config)
+        self.handles = (model, render, refine)
+
+    async def _build(self):
+        from serve.api import build_api
         from serve.service import MatchService
 
-        self.config = ServeConfig.from_dict(config)
-        self.service = MatchService(model, render, refine, self.config)
+        model, render, refine = self.handles
+        service = await asyncio.to_thread(MatchService, model, render, refine, self.config)
+        app = await asyncio.to_thread(build_api, service)
+        # every stage answers before the first request is let in
+        await asyncio.gather(model.ready.remote(), render.ready.remote(), refine.ready.remote())
+        return app
 
     def __serve_build_asgi_app__(self):
-        from serve.api import build_api
+        from serve.gate import Gate
 
-        return build_api(self.service)
+        return Gate(self._build)
 
 
 def _coerce(field: dataclasses.Field, value):

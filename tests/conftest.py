@@ -18,8 +18,8 @@ def real_presets() -> list[Path]:
 
 
 def pids_with(text: bytes) -> list[int]:
-    """Processes whose command line contains ``text`` (Ray names its workers, e.g.
-    ``ray::MapWorker(MapBatches(SampleRenderer))``)."""
+    """Processes whose command line contains ``text`` (Ray names a worker after what it
+    runs, e.g. ``ray::MapBatches(render_ids)`` or ``ray::RayTrainWorker``)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():

@@ -42,7 +42,7 @@ def _table(path):
 
 def test_small_dataset_end_to_end(ray_local, tmp_path):
     out = tmp_path / "ds"
-    manifest = generate(_cfg(24, rows_per_file=8, num_actors=2, block_rows=6), str(out))
+    manifest = generate(_cfg(24, rows_per_file=8, num_renderers=2, block_rows=6), str(out))
     assert manifest["rows"] == 24 and manifest["valid_rows"] == 24
     assert fmt.verify(resolve(str(out))) == []
     assert json.loads((out / "manifest.json").read_text())["num_samples"] == 24
@@ -72,9 +72,9 @@ def test_small_dataset_end_to_end(ray_local, tmp_path):
 
 
 def test_same_rows_whatever_the_blocks_and_actors(ray_local, tmp_path):
-    a = generate(_cfg(16, num_actors=1, block_rows=3, batch_size=2, rows_per_file=4),
+    a = generate(_cfg(16, num_renderers=1, block_rows=3, batch_size=2, rows_per_file=4),
                  str(tmp_path / "a"))
-    b = generate(_cfg(16, num_actors=2, block_rows=8, batch_size=5, rows_per_file=16),
+    b = generate(_cfg(16, num_renderers=2, block_rows=8, batch_size=5, rows_per_file=16),
                  str(tmp_path / "b"))
     assert len(a["files"]) > len(b["files"])
     ta, tb = _table(tmp_path / "a"), _table(tmp_path / "b")
@@ -91,7 +91,7 @@ def test_same_rows_whatever_the_blocks_and_actors(ray_local, tmp_path):
 
 def test_resume_renders_only_what_is_missing(ray_local, tmp_path):
     out = tmp_path / "ds"
-    cfg = _cfg(20, rows_per_file=5, block_rows=5, num_actors=2)
+    cfg = _cfg(20, rows_per_file=5, block_rows=5, num_renderers=2)
     generate(cfg, str(out))
     files = sorted((out / "data").glob("*.parquet"))
     # an interrupted run: no manifest, one file never written, one cut short
@@ -113,7 +113,7 @@ def test_killed_job_resumes_from_the_command_line(ray_local, tmp_path):
     out = tmp_path / "ds"
     address = ray_local.get_runtime_context().gcs_address
     cmd = [sys.executable, "-m", "distributed.generate", "--num-samples", "40", "--out",
-           str(out), "--rows-per-file", "4", "--address", address, "--actors", "2",
+           str(out), "--rows-per-file", "4", "--address", address, "--renderers", "2",
            "--config", str(tmp_path / "c.json")]
     (tmp_path / "c.json").write_text(json.dumps({"block_rows": 4, "render": SHORT.to_dict()}))
     job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -130,7 +130,13 @@ def test_killed_job_resumes_from_the_command_line(ray_local, tmp_path):
     assert manifest["timings"]["last_run_rendered"] < 40
     verify = subprocess.run([sys.executable, "-m", "distributed.generate", "--verify", str(out)],
                             capture_output=True, text=True)
-    assert verify.returncode == 0 and verify.stdout.strip() == "OK"
+    assert verify.returncode == 0, verify.stdout
+    assert verify.stdout.startswith(f"OK {out}: ") and "and 40 rows" in verify.stdout
+    assert "sha256" in verify.stdout and "ids 0-39 each present once" in verify.stdout
+    # a rerun of the finished job reads the manifest and ends, before connecting to Ray
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "complete already: 40 rows" in again.stderr
+    assert "Ray" not in again.stderr, again.stderr
 
 
 def test_killed_worker_loses_and_duplicates_nothing(ray_local, tmp_path):
@@ -140,7 +146,7 @@ def test_killed_worker_loses_and_duplicates_nothing(ray_local, tmp_path):
     def kill_one_renderer():
         deadline = time.time() + 60
         while time.time() < deadline and not killed:
-            pids = pids_with(b'SampleRenderer')
+            pids = pids_with(b'MapBatches(render_ids)')
             if pids and len(list((out / "data").glob("*.parquet"))) >= 1:
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
@@ -148,7 +154,7 @@ def test_killed_worker_loses_and_duplicates_nothing(ray_local, tmp_path):
 
     killer = threading.Thread(target=kill_one_renderer)
     killer.start()
-    manifest = generate(_cfg(60, rows_per_file=4, block_rows=4, batch_size=2, num_actors=2),
+    manifest = generate(_cfg(60, rows_per_file=4, block_rows=4, batch_size=2, num_renderers=2),
                         str(out))
     killer.join()
     assert killed, "no renderer actor was found to kill"

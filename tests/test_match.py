@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from model.checkpoint import save_checkpoint
 from model.features import FeatureConfig
 from model.loss import LossConfig
 from model.match import Matcher, NoteChoice, Prediction, f0_midi
+from model.metrics import mrstft_distance
 from model.network import MatchNet, ModelConfig
 from synth import Renderer, Sampler, SamplerConfig, get_space, load_preset, parse_preset
 
@@ -156,8 +158,13 @@ def test_refinement_never_returns_worse_than_its_start(tmp_path):
     sampler = Sampler(SamplerConfig(seed=11))
     target, start = sampler.sample(0), sampler.sample(1)
     clip = Renderer(space).render(target.patch, 60).audio
+    clip.flags.writeable = False  # as a clip arrives from Ray's object store on Serve
     refiner = Refiner(space, RenderConfig(), threads=2)
-    result = refiner.refine(start.patch, 60, clip, max_evals=17, max_seconds=60, population=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "NumPy array is not writable" among them
+        result = refiner.refine(start.patch, 60, clip, max_evals=17, max_seconds=60,
+                                population=8)
+        assert mrstft_distance(clip, clip) == 0.0
     assert result.evaluations == 17  # the start point, then two generations of 8
     assert result.best_distance <= result.start_distance
     assert result.history == sorted(result.history, reverse=True)  # best-so-far only improves

@@ -48,28 +48,54 @@ def server():
     from ray import serve
 
     os.environ[TOKEN_ENV] = TOKEN  # inherited by the Ray workers started below
-    ray.init(num_cpus=3, include_dashboard=False)
+    # the replicas' logs stay in Ray's log files rather than in pytest's progress output
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    _deploy(serve, {})
     base = f"http://127.0.0.1:{port}"
-    _wait_healthy(base)
+    # what a client sees while the app deploys: polled from before the deploy starts
+    with ThreadPoolExecutor(1) as pool:
+        seen = pool.submit(_poll_until_healthy, base)
+        _deploy(serve, {})
+        STARTUP.extend(seen.result())
     yield base, serve
     serve.shutdown()
     ray.shutdown()
     os.environ.pop(TOKEN_ENV, None)
 
 
-def _wait_healthy(base: str, timeout: float = 120.0) -> None:
-    end = time.monotonic() + timeout
+STARTUP: list[tuple[int, dict, dict | None]] = []  # (status, headers, JSON body) seen
+
+
+def _poll_until_healthy(base: str, timeout: float = 180.0) -> list:
+    """GET /healthz every 0.2 s until it answers 200; every answer, in order."""
+    seen, end = [], time.monotonic() + timeout
     while time.monotonic() < end:
         try:
-            if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
-                return
+            r = requests.get(f"{base}/healthz", timeout=30)
         except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{base}/healthz did not answer within {timeout} s")
+            time.sleep(0.2)
+            continue
+        body = r.json() if "json" in r.headers.get("content-type", "") else None
+        seen.append((r.status_code, dict(r.headers), body))
+        if r.status_code == 200:
+            return seen
+        time.sleep(0.2)
+    raise AssertionError(f"{base}/healthz did not answer 200 within {timeout} s: "
+                         f"{[s for s, _, _ in seen][-10:]}")
+
+
+def test_requests_while_the_app_starts_are_answered_503_with_retry_after(server):
+    statuses = [status for status, _, _ in STARTUP]
+    assert statuses[-1] == 200
+    # Serve's proxy says 404 until the app's route exists; from then on, the app's own
+    # 503s until every deployment is ready, and no request waits for a replica
+    starting = [(h, b) for status, h, b in STARTUP if status == 503]
+    assert starting, statuses
+    assert set(statuses[statuses.index(503):]) == {503, 200}, statuses
+    for headers, body in starting:
+        assert int(headers["Retry-After"]) > 0
+        assert body["error"]["code"] == "starting" and "retry" in body["error"]["message"]
 
 
 @pytest.fixture(scope="module")
