@@ -103,20 +103,16 @@ def test_bad_render_config_is_refused_by_name(bad, message):
 
 
 def test_the_verdict_of_a_draw_near_a_threshold_does_not_hang_on_the_phase():
-    """A generate row must depend only on its id: a draw whose peak lies near the silence
-    or clipping threshold is judged on a steady render (random phase off), so that every
-    render of it gets the same verdict. Short renders keep the scan of 400 draws quick."""
+    """A generate row must depend only on its id. These five draws (seed 7) got two
+    verdicts in ten renders each when every render was judged as it came (four silent or
+    not, one clipping or not: BENCHMARKS.md); judged on a steady render near a threshold,
+    each gets one."""
     from synth.render import near_threshold
 
-    config = RenderConfig(note_dur=0.25, render_dur=0.5)
     sampler = Sampler(SamplerConfig(seed=7))
-    renderer = Renderer(sampler.space, config)
-    draws = [sampler.sample(i) for i in range(400)]
-    firsts = [renderer.render(s.patch, s.note, velocity=s.velocity) for s in draws]
-    near = [s for s, r in zip(draws, firsts, strict=True) if near_threshold(r, config)]
-    assert len(near) >= 8, len(near)  # the scan found draws near a threshold to test
-    assert any(not r.valid for r in firsts)  # and the thresholds reject some
-    for s in near:
-        verdicts = {renderer.render(s.patch, s.note, velocity=s.velocity).reason
-                    for _ in range(5)}
-        assert len(verdicts) == 1, (s.index, verdicts)
+    renderer = Renderer(sampler.space)
+    for index in (74, 240, 568, 571, 670):
+        s = sampler.sample(index)
+        results = [renderer.render(s.patch, s.note, velocity=s.velocity) for _ in range(10)]
+        assert any(near_threshold(r, renderer.config) for r in results), index
+        assert len({r.reason for r in results}) == 1, (index, [r.reason for r in results])
