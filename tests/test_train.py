@@ -338,7 +338,7 @@ def test_batch_matching_writes_presets_and_a_results_table(trained, tmp_path):
         sf.write(clips / f"clip{i}.wav", renderer.render(s.patch, 60).audio, 44100)
     (clips / "broken.wav").write_text("not audio")
     rows = run(str(clips), str(tmp_path / "out"), checkpoint=str(trained / "model.pt"),
-               actors=2)
+               workers=2)
     assert [r["clip"] for r in rows] == ["broken.wav", "clip0.wav", "clip1.wav"]
     assert "not a readable audio file" in rows[0]["error"] and not rows[0]["preset"]
     for row in rows[1:]:
