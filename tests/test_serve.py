@@ -64,7 +64,7 @@ def server():
     os.environ.pop(TOKEN_ENV, None)
 
 
-STARTUP: list[tuple[int, dict, dict | None]] = []  # (status, headers, JSON body) seen
+STARTUP: list[tuple] = []  # (status, headers, JSON body) seen
 
 
 def _poll_until_healthy(base: str, timeout: float = 180.0) -> list:
@@ -77,7 +77,7 @@ def _poll_until_healthy(base: str, timeout: float = 180.0) -> list:
             time.sleep(0.2)
             continue
         body = r.json() if "json" in r.headers.get("content-type", "") else None
-        seen.append((r.status_code, dict(r.headers), body))
+        seen.append((r.status_code, r.headers.copy(), body))  # case-insensitive keys
         if r.status_code == 200:
             return seen
         time.sleep(0.2)
