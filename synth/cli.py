@@ -12,13 +12,17 @@ from pathlib import Path
 
 from synth.audio import write_wav
 from synth.config import ConfigError
+from synth.files import write_text
 from synth.preset import PresetError, apply_patch, load_preset, save_preset
+from synth.prior import PRIOR_PATH, count
 from synth.render import RenderConfig, Renderer, RenderError
 from synth.sampling import Sampler, SamplerConfig
 from synth.scopes import SCOPES
 from synth.space import SpaceError, get_space
 
 log = logging.getLogger("synth")
+REAL_PRESETS_CREDIT = ("Instatetragrammaton (instatetragrammaton/Patches, folder 'Matt Tytel "
+                       "Vital/'), CC BY 4.0")
 
 
 def error(message: object) -> int:
@@ -108,7 +112,28 @@ def get_parser() -> argparse.ArgumentParser:
                    help="share of samples perturbed from seed presets (default 0)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output .vital")
     p.add_argument("--wav", type=Path, default=None, help="also render to this .wav")
+
+    p = sub.add_parser("prior", help="count what real presets use (effects, routes)",
+                       description="Count how many presets of a folder turn each effect and "
+                                   "oscillator on and use each modulation route, and write "
+                                   "the studio scope's prior (the route vocabulary and the "
+                                   "sampler's rates) as JSON.")
+    p.add_argument("--presets", type=Path, required=True, help="folder of .vital presets")
+    p.add_argument("-o", "--out", type=Path, default=PRIOR_PATH,
+                   help=f"output JSON (default {PRIOR_PATH.relative_to(PRIOR_PATH.parents[2])})")
+    p.add_argument("--credit", default=REAL_PRESETS_CREDIT,
+                   help="the presets' author and licence, kept in the file")
     return parser
+
+
+def cmd_prior(args: argparse.Namespace) -> None:
+    paths = sorted(args.presets.glob("*.vital"))
+    if not paths:
+        raise PresetError(str(args.presets), "no .vital presets in this folder")
+    prior = count(paths, args.credit)
+    write_text(args.out, json.dumps(prior, indent=1) + "\n")
+    log.info("wrote %s (%d presets, %d routes, vocabulary of %d)", args.out, prior["presets"],
+             len(prior["routes"]), len(prior["vocabulary"]))
 
 
 def cmd_space(args: argparse.Namespace) -> None:
@@ -178,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(message)s")
     try:
-        {"space": cmd_space, "render": cmd_render, "sample": cmd_sample}[args.command](args)
+        {"space": cmd_space, "render": cmd_render, "sample": cmd_sample,
+         "prior": cmd_prior}[args.command](args)
     except BrokenPipeError:
         raise  # a closed stdout is no error: run_command ends quietly
     except (PresetError, SpaceError, ConfigError, RenderError, OSError) as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from pathlib import Path
 from synth.controls import discover_controls
 from synth.files import atomic_path
 from synth.space import ParameterSpace, Patch, SpaceError
+
+log = logging.getLogger("synth.preset")
 
 # What we stamp on presets we make. Vital refuses presets from a newer version
 # than itself, and vita's own serialiser writes a placeholder (99999.9.9), so
@@ -142,8 +145,32 @@ def raw_values(preset: Preset, space: ParameterSpace) -> dict[str, float]:
     return values
 
 
+def dropped_routes(preset: Preset, space: ParameterSpace) -> list[str]:
+    """The routes ``preset`` uses (a non-zero amount) that ``space`` has no parameter for,
+    as ``"source -> destination"``."""
+    settings = preset.settings
+    kept = {(r.source, r.destination) for r in space.routes}
+    dropped = []
+    for i, slot in enumerate(settings.get("modulations", [])):
+        pair = (slot.get("source", ""), slot.get("destination", ""))
+        if all(pair) and pair not in kept and settings.get(f"modulation_{i + 1}_amount", 0.0):
+            dropped.append(f"{pair[0]} -> {pair[1]}")
+    return dropped
+
+
+_warned: set[tuple[str, str]] = set()
+
+
 def import_preset(preset: Preset, space: ParameterSpace) -> Patch:
-    """The patch of ``preset`` in ``space``; what lies outside the scope is ignored."""
+    """The patch of ``preset`` in ``space``; what lies outside the scope is ignored. In a
+    scope with a route vocabulary (``studio``), the routes it drops are named in a warning,
+    once per preset and process."""
+    if space.scope.real_rates and (preset.digest, space.id) not in _warned:
+        _warned.add((preset.digest, space.id))
+        dropped = dropped_routes(preset, space)
+        if dropped:
+            log.warning("%s: %d modulation routes outside the %s scope's vocabulary are "
+                        "dropped: %s", preset.name, len(dropped), space.name, ", ".join(dropped))
     try:
         return space.patch_from_raw(raw_values(preset, space), where=preset.name)
     except SpaceError as exc:

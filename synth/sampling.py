@@ -17,6 +17,7 @@ Two strategies, mixed by ``perturb_fraction``:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import numpy as np
 from synth.base import BASE_NAME
 from synth.config import require
 from synth.preset import Preset, import_preset, load_preset
+from synth.prior import smoothed, studio_prior
 from synth.space import ParameterSpace, Patch, get_space
 
 _STREAM = 0x5EED  # separates sampling draws from any other use of (seed, index)
@@ -152,9 +154,35 @@ def _amp_envelope(v: dict, rng: np.random.Generator, pitch: int, space: Paramete
 
 
 def _routes(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace) -> None:
-    """Route amounts within +-0.5: a full-depth envelope sweep shuts the filter."""
+    """Route amounts within +-0.5: a full-depth envelope sweep shuts the filter. In a scope
+    drawn at real presets' rates, each route is used (amount not 0) as often as real
+    presets use it."""
+    rates = _route_rates() if space.scope.real_rates else None
     for route in space.routes:
-        v[route.name] = rng.uniform(-0.5, 0.5)
+        # (core draws no coin: its samples stay what they were before studio existed)
+        used = rates is None or rng.random() < rates[(route.source, route.destination)]
+        v[route.name] = rng.uniform(-0.5, 0.5) if used else 0.0
+
+
+def _effects(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace) -> None:
+    """Each effect on as often as real presets turn it on (reverb two times in three,
+    the flanger about one in thirty); LFOs run free in seconds, not synced to a tempo."""
+    if not space.scope.real_rates:
+        return
+    prior = studio_prior()
+    for effect, rate in prior["effects_on"].items():
+        if f"{effect}_on" in space.index:
+            v[f"{effect}_on"] = float(rng.random() < smoothed(rate, prior["presets"]))
+    for n in (1, 2):
+        if f"lfo_{n}_sync" in space.index:
+            v[f"lfo_{n}_sync"] = 0.0  # "Seconds"
+
+
+@functools.cache
+def _route_rates() -> dict[tuple[str, str], float]:
+    prior = studio_prior()
+    return {(r["source"], r["destination"]): smoothed(r["rate"], prior["presets"])
+            for r in prior["vocabulary"]}
 
 
 def _volume(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace) -> None:
@@ -172,7 +200,8 @@ def _volume(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace
     v["volume"] = (db + 80.0) ** 2
 
 
-AUDIBILITY_RULES: tuple[Rule, ...] = (_oscillators, _filters, _amp_envelope, _routes, _volume)
+AUDIBILITY_RULES: tuple[Rule, ...] = (_oscillators, _filters, _amp_envelope, _routes, _effects,
+                                      _volume)
 
 
 class Sampler:

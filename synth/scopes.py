@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from synth.controls import Control
+from synth.prior import EFFECTS, studio_prior
 
 # Each rule: (regex on the control name, why it is never learned).
 NEVER_LEARNED: tuple[tuple[str, str], ...] = (
@@ -68,18 +69,34 @@ _CORE_MODULES = frozenset({"osc_1", "osc_2", "filter_1", "env_1", "env_2"})
 _CORE_EXTRA = frozenset({"volume", "lfo_1_frequency"})
 
 
+# studio: what real presets commonly use (synth/data/studio_prior.json counts it): three
+# oscillators, two filters, the sample (noise) source, three envelopes, two LFOs and every
+# effect; its routes are the most common ones in real presets.
+_STUDIO_MODULES = frozenset({"osc_1", "osc_2", "osc_3", "filter_1", "filter_2", "sample",
+                             "env_1", "env_2", "env_3", "lfo_1", "lfo_2", *EFFECTS})
+
+
+def _studio_routes() -> tuple[ModRoute, ...]:
+    return tuple(ModRoute(r["source"], r["destination"]) for r in studio_prior()["vocabulary"])
+
+
 @dataclass(frozen=True)
 class ScopeDef:
     name: str
     description: str
     routes: tuple[ModRoute, ...]
+    modules: frozenset[str] | None  # None: every module
+    extra: frozenset[str] = frozenset()  # single controls of other modules
+    # uniform draws turn effects on and use routes at real presets' rates
+    # (synth/data/studio_prior.json) rather than always using every route
+    real_rates: bool = False
 
     def includes(self, control: Control) -> bool:
         if never_learned_reason(control.name) is not None:
             return False
-        if self.name == "full":
+        if self.modules is None:
             return True
-        return control.module in _CORE_MODULES or control.name in _CORE_EXTRA
+        return control.module in self.modules or control.name in self.extra
 
 
 SCOPES: dict[str, ScopeDef] = {
@@ -87,7 +104,14 @@ SCOPES: dict[str, ScopeDef] = {
         "core",
         "oscillators 1-2, filter 1, envelopes 1-2, volume, LFO 1 rate, and the routes "
         "envelope 2 -> filter 1 cutoff and LFO 1 -> oscillator 1 wave frame",
-        CORE_ROUTES,
+        CORE_ROUTES, _CORE_MODULES, _CORE_EXTRA,
     ),
-    "full": ScopeDef("full", "every learnable control, and the core routes", CORE_ROUTES),
+    "full": ScopeDef("full", "every learnable control, and the core routes", CORE_ROUTES, None),
+    "studio": ScopeDef(
+        "studio",
+        "oscillators 1-3, filters 1-2, the sample source, envelopes 1-3, LFOs 1-2, every "
+        "effect, volume, and the 24 modulation routes real presets use most "
+        "(synth/data/studio_prior.json)",
+        _studio_routes(), _STUDIO_MODULES, frozenset({"volume"}), real_rates=True,
+    ),
 }
