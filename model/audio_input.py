@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from model.level import active_rms_dbfs
 from synth.config import require
 
 FORMATS = "WAV, FLAC, OGG or MP3"
@@ -138,9 +139,7 @@ def load_clip(source: str | os.PathLike | bytes, sample_rate: int, num_samples: 
     start = int(np.argmax(np.abs(mono) > peak * 10 ** (-cfg.trim_db / 20)))
     mono = mono[start:start + num_samples]
     mono = np.pad(mono, (0, num_samples - len(mono)))
-    active = mono[: max(1, int(np.flatnonzero(mono).max(initial=0)) + 1)]
-    rms = float(np.sqrt(np.mean(np.square(active, dtype=np.float64))))
-    gain = 10 ** (cfg.target_rms_dbfs / 20) / max(rms, 1e-9)
+    gain = 10 ** ((cfg.target_rms_dbfs - active_rms_dbfs(mono)) / 20)
     gain = min(gain, 0.99 / max(float(np.max(np.abs(mono))), 1e-9))
     return Clip((mono * gain).astype(np.float32), label, sample_rate, sr, info.channels,
                 float(info.duration), _db(gain))

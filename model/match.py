@@ -31,6 +31,7 @@ import torch
 from model.audio_input import FORMATS, AudioInputError, Clip, InputConfig, load_clip
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.decoding import choose_classes, costs_beside
+from model.level import Level, active_rms_dbfs, choose_level
 from model.metrics import mrstft_distance
 from model.tutorial import Tutorial, write_tutorial
 from synth.audio import write_wav
@@ -76,6 +77,7 @@ class MatchResult:
     distance: dict[str, float]
     timings_ms: dict[str, float] = field(default_factory=dict)
     refinement: dict | None = None  # distance before and after, evaluations, seconds
+    level: Level | None = None  # the level the answer plays at, and why
 
     def report(self, filename: str, *, tutorial: Tutorial | None = None, batch_size: int = 1,
                preview_wav: bytes | None = None) -> dict:
@@ -96,6 +98,7 @@ class MatchResult:
             "parameters": self.params,
             "distance": {k.split("/")[-1]: round(v, 4) for k, v in self.distance.items()},
             "refinement": self.refinement,
+            "level": None if self.level is None else self.level.to_dict(),
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
             "batch_size": batch_size,
             "tutorial": None if tutorial is None else {
@@ -233,19 +236,42 @@ class Matcher:
             rows.append(row)
         return rows
 
+    def set_level(self, patch: Patch, note: int, level: Level) -> Patch:
+        """``patch`` with its master volume moved so that it plays at ``level`` (one render
+        to measure it; the volume is the output gain, so the move is exact up to its range)."""
+        if "volume" not in self.space.index:
+            return patch
+        self.renderer.apply(patch)
+        now = active_rms_dbfs(self.renderer.render_current(note).audio)
+        if now < self.renderer.config.silence_dbfs:
+            return patch  # a silent answer has no level to move
+        raw = self.space.raw_from_patch(patch)
+        volume = self.space.params[self.space.index["volume"]]
+        db = float(np.sqrt(max(raw["volume"], 0.0))) - 80.0 + (level.target_dbfs - now)
+        raw["volume"] = float(np.clip((max(db, -80.0) + 80.0) ** 2, volume.lo, volume.hi))
+        return self.space.patch_from_raw(raw, where="level")
+
     def finish(self, clip: Clip, prediction: Prediction, note: NoteChoice,
                patch: Patch | None = None, refinement: dict | None = None,
                timings_ms: dict | None = None) -> MatchResult:
-        """Display texts, the preview render at the chosen note, its distance to the clip
-        and the named preset, for ``patch`` (default: the prediction's)."""
+        """The answer's level (``model.level``), display texts, the preview render at the
+        chosen note, its distances to the clip and the named preset, for ``patch``
+        (default: the prediction's)."""
         t0 = time.perf_counter()
         patch = prediction.patch if patch is None else patch
+        given = clip.audio * np.float32(10.0 ** (-clip.gain_db / 20.0))  # the clip as given
+        level = choose_level(active_rms_dbfs(given))
+        patch = self.set_level(patch, note.note, level)
         params = self.parameters(patch, prediction.confidence)  # applies the patch
         preview = self.renderer.render_current(note.note).audio
         t1 = time.perf_counter()
         # auraloss's multi-resolution STFT distance: the project's one audio metric, with
-        # a known noise floor (two renders of one preset: about 0.8)
-        distance = {"audio/mrstft": mrstft_distance(preview, clip.audio)}
+        # a known noise floor (two renders of one preset: about 0.8); as the answer plays
+        # against the clip as given, and with the answer at the clip's level
+        matched = preview * np.float32(10.0 ** ((active_rms_dbfs(given)
+                                                 - active_rms_dbfs(preview)) / 20.0))
+        distance = {"audio/mrstft": mrstft_distance(preview, given),
+                    "audio/mrstft_level_matched": mrstft_distance(matched, given)}
         stem = Path(clip.source).name
         preset = apply_patch(base_preset(), self.space, patch,
                              name=f"synthmatch {Path(stem).stem}"[:64],
@@ -257,7 +283,7 @@ class Matcher:
         timings["render"] = 1000 * (t1 - t0)
         timings["distance_and_preset"] = 1000 * (time.perf_counter() - t1)
         return MatchResult(preset, patch, note.note, note.source, note.f0_note, params, preview,
-                           distance, timings, refinement)
+                           distance, timings, refinement, level)
 
     def match(self, source, name: str | None = None, refine_seconds: float = 0.0,
               refine_evals: int = 400) -> MatchResult:

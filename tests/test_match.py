@@ -4,6 +4,7 @@ The checkpoint here is an untrained network: these tests check the plumbing (rea
 checking, predicting, writing a preset Vital opens), not the quality of a match.
 """
 
+import io
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ import soundfile as sf
 from model.audio_input import AudioInputError, InputConfig, load_clip
 from model.checkpoint import save_checkpoint
 from model.features import FeatureConfig
+from model.level import active_rms_dbfs
 from model.loss import LossConfig
 from model.match import Matcher, NoteChoice, Prediction, f0_midi
 from model.metrics import mrstft_distance
@@ -223,3 +225,23 @@ def test_a_clip_gets_the_same_prediction_in_any_batch(checkpoint):
         np.testing.assert_allclose(batch[2].confidence, other.confidence, atol=1e-5)
     # the dropout ensemble is an ensemble: its members disagree, so continuous confidence < 1
     assert batch[2].confidence[: len(sampler.space.continuous)].min() < 1.0
+
+
+@pytest.mark.parametrize("clip_dbfs, source, plays_at", [(-20.0, "clip", -20.0),
+                                                          (-50.0, "typical", -23.2)])
+def test_the_answer_plays_at_the_level_decided_for_it(clip_dbfs, source, plays_at):
+    """A clip at a level real presets play at gets an answer at that level; a much quieter
+    one, an answer at real presets' median level. The clip is normalised to -35 dBFS for
+    the network either way. (The shipped model: an untrained one may answer silence.)"""
+    sampler = Sampler(SamplerConfig(seed=5))
+    audio = Renderer(sampler.space).render(sampler.sample(0).patch, 57).audio
+    audio = audio * np.float32(10 ** ((clip_dbfs - active_rms_dbfs(audio)) / 20))
+    buf = io.BytesIO()
+    sf.write(buf, audio, SR, format="WAV", subtype="FLOAT")
+    result = Matcher().match(buf.getvalue(), name="c.wav")
+    assert result.level.source == source
+    assert result.level.clip_dbfs == pytest.approx(clip_dbfs, abs=0.1)
+    assert active_rms_dbfs(result.preview) == pytest.approx(plays_at, abs=1.0)
+    report = result.report("c.vital")
+    assert report["level"]["source"] == source
+    assert set(report["distance"]) == {"mrstft", "mrstft_level_matched"}
