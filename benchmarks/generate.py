@@ -7,7 +7,7 @@ In one run, on this machine's cores:
    setting the controls, a 0.2 s warm-up render and the render, as synthmatch
    does (and once more without the warm-up); nothing is encoded or written;
 2. ``distributed.generate`` on a local Ray started in-process: sampling,
-   rendering on the actor pool, FLAC encoding, Parquet writing, checksums and
+   rendering in Ray Data tasks, FLAC encoding, Parquet writing, checksums and
    the manifest.
 
 The ratio is (1) / (2) in renders per second. Also bytes per sample and the peak

@@ -27,6 +27,7 @@ categorical parameter counts, in ``ParameterSpace`` order):
     peak_dbfs    float32   peak level
     rms_dbfs     float32   loudness: RMS level over the whole render
     render_ms    float32   time spent rendering this row (all attempts)
+    node         string    the Ray node that rendered the row (its node id): provenance
 
 Every file's Parquet metadata holds, under the key ``synthmatch``, JSON with
 the format version, the space id and definition, the render and sampler
@@ -72,6 +73,7 @@ def schema(space: ParameterSpace, file_metadata: dict | None = None) -> pa.Schem
         pa.field("peak_dbfs", pa.float32()),
         pa.field("rms_dbfs", pa.float32()),
         pa.field("render_ms", pa.float32()),
+        pa.field("node", pa.string()),
     ]
     meta = {METADATA_KEY: json.dumps(file_metadata).encode()} if file_metadata else None
     return pa.schema(fields, metadata=meta)

@@ -167,7 +167,10 @@ def render_ids(batch: dict[str, np.ndarray], renderer_args: str,
     arguments in the object store (ray-project/ray#57733), printed for every Ray Data
     actor. The synth is built once per worker process all the same (:func:`_renderer_for`).
     """
+    import ray
+
     out = _renderer_for(renderer_args)(batch)
+    out["node"] = np.full(len(batch["id"]), ray.get_runtime_context().get_node_id(), object)
     if progress is not None:
         progress.add.remote(len(batch["id"]))
     return out
@@ -295,10 +298,13 @@ def _finalize(loc: Location, config: GenerateConfig, sampler: Sampler, seconds: 
 
     files, seen = [], np.zeros(config.num_samples, dtype=np.int32)
     reasons: Counter[str] = Counter()
+    nodes: Counter[str] = Counter()
     valid = 0
     for path in fmt.data_files(loc):
         with loc.fs.open_input_file(path) as f:
-            table = pq.read_table(f, columns=["id", "rejections", "valid"])
+            names = pq.read_schema(f).names  # files of an older run may lack "node"
+            table = pq.read_table(f, columns=[c for c in ("id", "rejections", "valid", "node")
+                                              if c in names])
         ids = table.column("id").to_numpy()
         if np.any(seen[ids]):
             raise GenerateError(f"{path}: holds ids already in another file; delete the "
@@ -307,10 +313,12 @@ def _finalize(loc: Location, config: GenerateConfig, sampler: Sampler, seconds: 
         valid += int(np.sum(table.column("valid").to_numpy(zero_copy_only=False)))
         for text in table.column("rejections").to_pylist():
             reasons.update(r for r in text.split(";") if r)
+        by_node = Counter(table.column("node").to_pylist() if "node" in names else [])
+        nodes.update(by_node)
         files.append({"name": path.rsplit("/", 1)[-1], "rows": len(ids),
                       "min_id": int(ids.min()), "max_id": int(ids.max()),
                       "bytes": loc.fs.get_file_info(path).size,
-                      "sha256": sha256_of(loc.fs, path)})
+                      "sha256": sha256_of(loc.fs, path), "nodes": dict(sorted(by_node.items()))})
     missing = np.flatnonzero(seen == 0)
     if missing.size:
         raise GenerateError(f"{missing.size} ids were not written (e.g. {missing[:5].tolist()}); "
@@ -320,7 +328,8 @@ def _finalize(loc: Location, config: GenerateConfig, sampler: Sampler, seconds: 
         "format": fmt.FORMAT, "version": fmt.FORMAT_VERSION,
         "space_id": sampler.space.id, "num_samples": config.num_samples,
         "id_range": [0, config.num_samples], "rows": int(seen.sum()), "valid_rows": valid,
-        "rejected_draws": dict(reasons), "files": files, "bytes": total_bytes,
+        "rejected_draws": dict(reasons), "rows_by_node": dict(sorted(nodes.items())),
+        "files": files, "bytes": total_bytes,
         "bytes_per_sample": round(total_bytes / config.num_samples, 1),
         "config": {**config.job(), "rows_per_file": config.rows_per_file},
         "versions": fmt.package_versions(),

@@ -56,8 +56,9 @@ def decode_batch(batch: dict, num_samples: int, want_validation: bool | None = N
     }
 
 
-def read_rows(root: str | Path, columns: list[str] | None = None):
-    """All rows of a local dataset as a pyarrow table sorted by id (for evaluation)."""
+def read_rows(root: str | Path, columns: list[str] | None = COLUMNS):
+    """All rows of a local dataset as a pyarrow table sorted by id (for evaluation); the
+    training columns by default (files written before a column was added lack it)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
