@@ -379,20 +379,21 @@ def generate(config: GenerateConfig, out: str) -> dict:
     return manifest
 
 
-def verify(path: str) -> None:
-    """``--verify``: print each problem, or what was checked; exit status 1 on problems."""
+def verify(path: str) -> bool:
+    """``--verify``: print each problem, or what was checked; whether all is well."""
     loc = resolve(path)
     problems = fmt.verify(loc)
     for problem in problems:
         print(f"FAIL {problem}")
     if problems:
         print(f"{len(problems)} problem(s) in {path}")
-        raise SystemExit(1)
+        return False
     m = fmt.load_manifest(loc)
     files = f"{len(m['files'])} file" + ("s" if len(m["files"]) != 1 else "")
     print(f"OK {path}: {files} and {m['rows']} rows as manifest.json lists them "
           f"(each file's sha256, row count and space id {m['space_id']}; ids 0-"
           f"{m['num_samples'] - 1} each present once; no file the manifest does not list)")
+    return True
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -454,10 +455,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from distributed.cluster import init_ray
-    from synth.cli import run_job
+    from synth.cli import error, run_job
 
     if args.verify:
-        return run_job(lambda: verify(args.verify), (ConfigError, OSError))
+        try:
+            return 0 if verify(args.verify) else 1
+        except (ConfigError, OSError) as exc:
+            return error(exc)
 
     def job():
         if not args.out:
