@@ -287,6 +287,7 @@ def _render_missing(loc: Location, config: GenerateConfig, sampler: Sampler,
             loc.join(fmt.DATA_DIR), filesystem=loc.fs,
             schema=fmt.schema(sampler.space, _file_metadata(config, sampler)),
             min_rows_per_file=config.rows_per_file, compression="zstd",
+            ray_remote_args={"num_cpus": 0},
         )
     ray.kill(progress)
 
