@@ -79,6 +79,7 @@ def main() -> None:
     from ray import serve
 
     from serve.app import build_app
+    from serve.gate import wait_until_ready
 
     clips = _clips(16)
     ray.init(num_cpus=(os.cpu_count() or 1) + 1, include_dashboard=False, log_to_driver=False)
@@ -92,6 +93,7 @@ def main() -> None:
         for name, size in (("unbatched", 1), ("batched", args.batch_size)):
             serve.run(build_app({"max_batch_size": size, "demo": False}), name="synthmatch",
                       route_prefix="/")
+            assert wait_until_ready(base), "the app did not start"
             _run(base, clips, args.warmup, args.concurrency)
             results[name] = _run(base, clips, args.requests, args.concurrency)
             print(name, json.dumps(results[name]), flush=True)

@@ -15,31 +15,9 @@ import logging
 import os
 import signal
 import threading
-import time
 
 from synth.cli import error
 from synth.config import ConfigError
-
-
-def _wait_ready(base: str, stop: threading.Event, timeout_s: float = 600.0) -> bool:
-    """Wait until ``/healthz`` answers 200 (the ingress answers 503 while it starts);
-    False when it answers that the start failed, or on a stop or the timeout."""
-    import urllib.error
-    import urllib.request
-
-    host = base.replace("://0.0.0.0", "://127.0.0.1")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not stop.is_set():
-        try:
-            with urllib.request.urlopen(f"{host}/healthz", timeout=5):
-                return True
-        except urllib.error.HTTPError as exc:
-            if exc.code != 503:
-                return False
-        except OSError:
-            pass  # not listening yet
-        stop.wait(0.5)
-    return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from serve.app import build_app
+    from serve.gate import wait_until_ready
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if args.address:
@@ -87,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                     logging_config={"log_level": "WARNING"})
         serve.run(build_app(config), name="synthmatch", route_prefix="/", blocking=False)
         base = f"http://{args.host}:{args.port}"
-        if not _wait_ready(base, stop):
+        if not wait_until_ready(base, stop=stop):
             return error(f"the app did not start; {base}/healthz says why, the log above "
                          "has the details")
         print(f"synthmatch is serving on {base}: demo {base}/demo, API docs {base}/docs "

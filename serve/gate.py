@@ -8,6 +8,11 @@ small ASGI app in front, builds the real one in the background, and hands every
 request to it once it is ready. Until then each request (``/healthz`` too: the app is
 not healthy yet) is answered at once with the API's error body and a ``Retry-After``.
 A start that fails is answered ``500`` with the reason, and logged.
+
+The same goes for a redeploy that changes the ingress: Serve stops its one replica before
+it starts the new one (the demo's queue lives in the process, so there is one), and the new
+one answers 503 while it builds. :func:`wait_until_ready` is the client's side: poll
+``/healthz`` through the 503s.
 """
 
 from __future__ import annotations
@@ -105,3 +110,25 @@ class Gate:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()), *headers]})
         await send({"type": "http.response.body", "body": body})
+
+
+def wait_until_ready(base: str, timeout_s: float = 600.0, stop=None) -> bool:
+    """Poll ``base``/healthz until it answers 200 (True); False when it answers that the
+    start failed, on ``stop`` (a ``threading.Event``) or after ``timeout_s``."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    host = base.replace("://0.0.0.0", "://127.0.0.1")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+        try:
+            with urllib.request.urlopen(f"{host}/healthz", timeout=5):
+                return True
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503:
+                return False
+        except OSError:
+            pass  # not listening yet
+        time.sleep(0.5)
+    return False
