@@ -236,34 +236,36 @@ class Matcher:
             rows.append(row)
         return rows
 
-    def set_level(self, patch: Patch, note: int, level: Level) -> Patch:
-        """``patch`` with its master volume moved so that it plays at ``level`` (one render
-        to measure it; the volume is the output gain, so the move is exact up to its range)."""
-        if "volume" not in self.space.index:
-            return patch
-        self.renderer.apply(patch)
-        now = active_rms_dbfs(self.renderer.render_current(note).audio)
-        if now < self.renderer.config.silence_dbfs:
-            return patch  # a silent answer has no level to move
+    def set_level(self, patch: Patch, now_dbfs: float, level: Level) -> tuple[Patch, float]:
+        """``patch``, playing at ``now_dbfs``, with its master volume moved so that it plays
+        at ``level``; and the gain applied (dB; less than asked where the volume's range
+        ends). Vital's volume is the output gain: the level moves by the gain exactly."""
+        if "volume" not in self.space.index or now_dbfs < self.renderer.config.silence_dbfs:
+            return patch, 0.0  # a silent answer has no level to move
         raw = self.space.raw_from_patch(patch)
         volume = self.space.params[self.space.index["volume"]]
-        db = float(np.sqrt(max(raw["volume"], 0.0))) - 80.0 + (level.target_dbfs - now)
-        raw["volume"] = float(np.clip((max(db, -80.0) + 80.0) ** 2, volume.lo, volume.hi))
-        return self.space.patch_from_raw(raw, where="level")
+        before = float(np.sqrt(max(raw["volume"], 0.0))) - 80.0  # Vital shows sqrt(raw) - 80
+        wanted = max(before + level.target_dbfs - now_dbfs, -80.0)
+        raw["volume"] = float(np.clip((wanted + 80.0) ** 2, volume.lo, volume.hi))
+        return (self.space.patch_from_raw(raw, where="level"),
+                float(np.sqrt(raw["volume"])) - 80.0 - before)
 
     def finish(self, clip: Clip, prediction: Prediction, note: NoteChoice,
                patch: Patch | None = None, refinement: dict | None = None,
                timings_ms: dict | None = None) -> MatchResult:
-        """The answer's level (``model.level``), display texts, the preview render at the
-        chosen note, its distances to the clip and the named preset, for ``patch``
+        """The preview render at the chosen note, the answer's level (``model.level``),
+        display texts, the distances to the clip and the named preset, for ``patch``
         (default: the prediction's)."""
         t0 = time.perf_counter()
         patch = prediction.patch if patch is None else patch
         given = clip.audio * np.float32(10.0 ** (-clip.gain_db / 20.0))  # the clip as given
         level = choose_level(active_rms_dbfs(given))
-        patch = self.set_level(patch, note.note, level)
-        params = self.parameters(patch, prediction.confidence)  # applies the patch
-        preview = self.renderer.render_current(note.note).audio
+        self.renderer.apply(patch)
+        rendered = self.renderer.render_current(note.note).audio
+        patch, gain_db = self.set_level(patch, active_rms_dbfs(rendered), level)
+        # the output gain scales the render: no second render for the preview
+        preview = rendered * np.float32(10.0 ** (gain_db / 20.0))
+        params = self.parameters(patch, prediction.confidence)
         t1 = time.perf_counter()
         # auraloss's multi-resolution STFT distance: the project's one audio metric, with
         # a known noise floor (two renders of one preset: about 0.8); as the answer plays

@@ -6,7 +6,9 @@ expressive, built here in code so that it is reproducible and versioned:
 - oscillators 1 and 2 play a "basic shapes" wavetable (sine -> triangle ->
   saw -> square across the frames), so the wave frame and the LFO 1 -> wave
   frame route change the timbre (the init wavetable is one saw frame);
-- the fixed routes of every scope are connected, with amount 0;
+- the ``core`` routes are connected, with amount 0 (a renderer connects its own scope's
+  others, see ``synth.render.Renderer``: every connected route costs render time, about
+  0.5% each, so the base carries only what the shipped model uses);
 - LFO 1 runs free in seconds rather than synced to the tempo, so its rate
   parameter means the same thing at any tempo.
 """
@@ -21,7 +23,7 @@ import numpy as np
 import vita
 
 from synth.preset import VITAL_RELEASE, Preset, parse_preset
-from synth.scopes import SCOPES
+from synth.scopes import CORE_ROUTES
 
 BASE_NAME = "synthmatch-base"
 WAVE_SIZE = 2048  # samples per wavetable frame, Vital's fixed size
@@ -51,8 +53,7 @@ def _wavetable(template: dict) -> dict:
 @functools.cache
 def _base_json() -> str:
     synth = vita.Synth()
-    routes = {r for scope in SCOPES.values() for r in scope.routes}
-    for route in sorted(routes, key=lambda r: r.name):
+    for route in sorted(CORE_ROUTES, key=lambda r: r.name):
         if not synth.connect_modulation(route.source, route.destination):
             raise RuntimeError(f"vita refused the route {route.source} -> {route.destination}")
     synth.get_controls()["lfo_1_sync"].set(0.0)  # 0 = "Seconds"

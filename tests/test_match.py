@@ -241,6 +241,9 @@ def test_the_answer_plays_at_the_level_decided_for_it(clip_dbfs, source, plays_a
     result = Matcher().match(buf.getvalue(), name="c.wav")
     assert result.level.source == source
     assert result.level.clip_dbfs == pytest.approx(clip_dbfs, abs=0.1)
+    # the exported preset itself, rendered again, plays at that level
+    again = Renderer(get_space("core")).render_preset(result.preset, result.note).audio
+    assert active_rms_dbfs(again) == pytest.approx(plays_at, abs=1.0)
     assert active_rms_dbfs(result.preview) == pytest.approx(plays_at, abs=1.0)
     report = result.report("c.vital")
     assert report["level"]["source"] == source
