@@ -41,6 +41,7 @@ from synth.controls import display_text
 from synth.files import write_text
 from synth.preset import Preset, apply_patch, save_preset
 from synth.render import Renderer
+from synth.scales import volume_db, volume_raw
 from synth.space import Patch
 
 log = logging.getLogger("model.match")
@@ -244,11 +245,11 @@ class Matcher:
             return patch, 0.0  # a silent answer has no level to move
         raw = self.space.raw_from_patch(patch)
         volume = self.space.params[self.space.index["volume"]]
-        before = float(np.sqrt(max(raw["volume"], 0.0))) - 80.0  # Vital shows sqrt(raw) - 80
-        wanted = max(before + level.target_dbfs - now_dbfs, -80.0)
-        raw["volume"] = float(np.clip((wanted + 80.0) ** 2, volume.lo, volume.hi))
+        before = volume_db(raw["volume"])
+        wanted = volume_raw(before + level.target_dbfs - now_dbfs)
+        raw["volume"] = float(np.clip(wanted, volume.lo, volume.hi))
         return (self.space.patch_from_raw(raw, where="level"),
-                float(np.sqrt(raw["volume"])) - 80.0 - before)
+                volume_db(raw["volume"]) - before)
 
     def finish(self, clip: Clip, prediction: Prediction, note: NoteChoice,
                patch: Patch | None = None, refinement: dict | None = None,
@@ -259,7 +260,7 @@ class Matcher:
         t0 = time.perf_counter()
         patch = prediction.patch if patch is None else patch
         given = clip.audio * np.float32(10.0 ** (-clip.gain_db / 20.0))  # the clip as given
-        level = choose_level(active_rms_dbfs(given))
+        level = choose_level(active_rms_dbfs(given))  # level.clip_dbfs: the clip's level
         self.renderer.apply(patch)
         rendered = self.renderer.render_current(note.note).audio
         patch, gain_db = self.set_level(patch, active_rms_dbfs(rendered), level)
@@ -270,7 +271,7 @@ class Matcher:
         # auraloss's multi-resolution STFT distance: the project's one audio metric, with
         # a known noise floor (two renders of one preset: about 0.8); as the answer plays
         # against the clip as given, and with the answer at the clip's level
-        matched = preview * np.float32(10.0 ** ((active_rms_dbfs(given)
+        matched = preview * np.float32(10.0 ** ((level.clip_dbfs
                                                  - active_rms_dbfs(preview)) / 20.0))
         distance = {"audio/mrstft": mrstft_distance(preview, given),
                     "audio/mrstft_level_matched": mrstft_distance(matched, given)}

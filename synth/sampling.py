@@ -28,6 +28,7 @@ from synth.base import BASE_NAME
 from synth.config import require
 from synth.preset import Preset, import_preset, load_preset
 from synth.prior import smoothed, studio_prior
+from synth.scales import volume_raw
 from synth.space import ParameterSpace, Patch, get_space
 
 _STREAM = 0x5EED  # separates sampling draws from any other use of (seed, index)
@@ -197,7 +198,7 @@ def _volume(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace
     amp = sum(v.get(f"osc_{n}_level", 0.0) ** 2 * v.get(f"osc_{n}_on", 0.0) for n in (1, 2, 3))
     gain_db = 20.0 * math.log10(max(amp, 1e-3))
     db = rng.uniform(-12.0, -2.0) - max(gain_db, 0.0)
-    v["volume"] = (db + 80.0) ** 2
+    v["volume"] = volume_raw(db)
 
 
 AUDIBILITY_RULES: tuple[Rule, ...] = (_oscillators, _filters, _amp_envelope, _routes, _effects,

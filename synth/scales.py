@@ -52,6 +52,19 @@ def warp_for(control: Control) -> Warp:
 
 
 
+VOLUME_OFFSET_DB = 80.0  # Vital shows the master volume's raw value as sqrt(raw) - 80 dB
+
+
+def volume_db(raw: float) -> float:
+    """The master ``volume``'s raw value as the decibels Vital shows."""
+    return float(np.sqrt(max(raw, 0.0))) - VOLUME_OFFSET_DB
+
+
+def volume_raw(db: float) -> float:
+    """The master ``volume``'s raw value for ``db`` decibels (-80 dB and up)."""
+    return (max(db, -VOLUME_OFFSET_DB) + VOLUME_OFFSET_DB) ** 2
+
+
 class UnitMap:
     """Vectorised raw <-> unit mapping for a fixed list of continuous parameters.
 
