@@ -56,7 +56,7 @@ def test_a_rendered_clip_matches_to_a_preset_vita_loads(checkpoint, tmp_path):
                          timeout=300, env=env, umask=0o022)
     assert cli.returncode == 0, cli.stderr[-2000:]
     # the tutorial is printed, and the user is told it is the offline template, and why
-    assert "Filter 1" in cli.stdout
+    assert cli.stdout.startswith("1. In Vital, load the init preset")
     assert "offline tutorial" in cli.stderr and "ANTHROPIC_API_KEY" in cli.stderr
     # written files get the mode a plain write gives under the umask, not mkstemp's 0600
     assert {f.name: f.stat().st_mode & 0o777 for f in (out, preview, report)} == {
