@@ -2,8 +2,10 @@
 to the base preset and rendered, against the preset itself.
 
 This is the ceiling of any matcher in that scope: a perfect model answers the preset's own
-values for the scope's parameters and the base preset's for everything else (its
-wavetables included). Distance: auraloss's ``MultiResolutionSTFTLoss()`` (default
+values for the scope's parameters and the base preset's for everything else. In a scope
+whose oscillators choose wavetables (``studio``), each takes the nearest bank table, with
+the preset left out: the tables the bank holds only because this preset uses them are not
+chosen (``import_preset(..., leave_out=True)``); elsewhere the base's wavetables play. Distance: auraloss's ``MultiResolutionSTFTLoss()`` (default
 arguments) between mono renders at note 60, velocity 0.8, 1.5 s note, 2 s render; the
 preset and its import are rendered ``--renders`` times each and render ``i`` is compared
 with render ``i``. The noise floor is the preset against its own other renders.
@@ -57,7 +59,8 @@ def main() -> None:
         own = renders(preset)
         row = {"floor": distance(own, own[1:] + own[:1])}
         for name, space in spaces.items():
-            imported = apply_patch(base, space, import_preset(preset, space))
+            patch = import_preset(preset, space, leave_out=space.bank is not None)
+            imported = apply_patch(base, space, patch)
             row[name] = distance(renders(imported), own)
             row[f"{name}_dropped_routes"] = len(dropped_routes(preset, space))
         rows[path.stem] = row

@@ -229,8 +229,12 @@ class Matcher:
         raw = self.space.raw_from_patch(patch)
         rows = []
         for i, p in enumerate(self.space.params):
-            text = (display_text(p.control, renderer.synth.get_control_text(p.name))
-                    if p.control is not None else f"{raw[p.name]:+.3f}")
+            if p.control is not None:
+                text = display_text(p.control, renderer.synth.get_control_text(p.name))
+            elif p.oscillator is not None:  # a wavetable, by the bank's name for it
+                text = self.space.wavetable_labels()[int(raw[p.name])]
+            else:  # a route's amount
+                text = f"{raw[p.name]:+.3f}"
             row = {"name": p.name, "value": raw[p.name], "text": text}
             if confidence is not None:
                 row["confidence"] = round(float(confidence[i]), 4)

@@ -15,39 +15,16 @@ expressive, built here in code so that it is reproducible and versioned:
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 
-import numpy as np
 import vita
 
 from synth.preset import VITAL_RELEASE, Preset, parse_preset
 from synth.scopes import CORE_ROUTES
+from synth.wavetables import basic_shapes_table
 
 BASE_NAME = "synthmatch-base"
-WAVE_SIZE = 2048  # samples per wavetable frame, Vital's fixed size
-_SHAPE_POSITIONS = (0, 85, 170, 256)  # keyframe positions; Vital has frames 0..256
-
-
-def _basic_shapes() -> list[np.ndarray]:
-    t = np.arange(WAVE_SIZE) / WAVE_SIZE
-    sine = np.sin(2 * np.pi * t)
-    triangle = 1.0 - 4.0 * np.abs(((t + 0.25) % 1.0) - 0.5)
-    saw = 1.0 - 2.0 * ((t + 0.5) % 1.0)  # Vital's init saw: 0 at the start, falling
-    square = np.where(t < 0.5, 1.0, -1.0)
-    return [w.astype("<f4") for w in (sine, triangle, saw, square)]
-
-
-def _wavetable(template: dict) -> dict:
-    table = json.loads(json.dumps(template))
-    table["name"] = "Basic Shapes"
-    component = table["groups"][0]["components"][0]
-    component["keyframes"] = [
-        {"position": pos, "wave_data": base64.b64encode(w.tobytes()).decode("ascii")}
-        for pos, w in zip(_SHAPE_POSITIONS, _basic_shapes(), strict=True)
-    ]
-    return table
 
 
 @functools.cache
@@ -62,7 +39,7 @@ def _base_json() -> str:
     for i in range(64):  # connecting a route may set its amount; start from 0
         settings[f"modulation_{i + 1}_amount"] = 0.0
     for osc in (0, 1):
-        settings["wavetables"][osc] = _wavetable(settings["wavetables"][osc])
+        settings["wavetables"][osc] = basic_shapes_table(settings["wavetables"][osc])
     data.update(preset_name="synthmatch base", author="synthmatch", synth_version=VITAL_RELEASE,
                 comments="Vital's init preset with a basic-shapes wavetable on oscillators 1-2 "
                          "and synthmatch's fixed modulation routes.")

@@ -15,6 +15,7 @@ from synth.config import ConfigError
 from synth.files import write_text
 from synth.preset import PresetError, apply_patch, load_preset, save_preset
 from synth.prior import PRIOR_PATH, count
+from synth.wavetables import BANK_PATH, BankError, build_manifest
 from synth.render import RenderConfig, Renderer, RenderError
 from synth.sampling import Sampler, SamplerConfig
 from synth.scopes import SCOPES
@@ -80,6 +81,22 @@ def _render_config(args: argparse.Namespace) -> RenderConfig:
                         render_dur=args.dur, velocity=args.velocity)
 
 
+def _add_presets_args(p: argparse.ArgumentParser, out: Path) -> None:
+    """A command that reads a folder of real presets and writes a JSON file in synth/data."""
+    p.add_argument("--presets", type=Path, required=True, help="folder of .vital presets")
+    p.add_argument("-o", "--out", type=Path, default=out,
+                   help=f"output JSON (default {out.relative_to(out.parents[2])})")
+    p.add_argument("--credit", default=REAL_PRESETS_CREDIT,
+                   help="the presets' author and licence, kept in the file")
+
+
+def _preset_paths(folder: Path) -> list[Path]:
+    paths = sorted(folder.glob("*.vital"))
+    if not paths:
+        raise PresetError(str(folder), "no .vital presets in this folder")
+    return paths
+
+
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m synth",
@@ -118,18 +135,30 @@ def get_parser() -> argparse.ArgumentParser:
                                    "oscillator on and use each modulation route, and write "
                                    "the studio scope's prior (the route vocabulary and the "
                                    "sampler's rates) as JSON.")
-    p.add_argument("--presets", type=Path, required=True, help="folder of .vital presets")
-    p.add_argument("-o", "--out", type=Path, default=PRIOR_PATH,
-                   help=f"output JSON (default {PRIOR_PATH.relative_to(PRIOR_PATH.parents[2])})")
-    p.add_argument("--credit", default=REAL_PRESETS_CREDIT,
-                   help="the presets' author and licence, kept in the file")
+    _add_presets_args(p, PRIOR_PATH)
+
+    p = sub.add_parser("bank", help="write the wavetable bank's manifest",
+                       description="Write the studio scope's wavetable bank: Vital's init saw, "
+                                   "the basic shapes, the procedural family and every "
+                                   "distinct wavetable of a folder of real presets (named by "
+                                   "preset, oscillator and sha256; the data stays in the "
+                                   "presets, read when first needed).")
+    _add_presets_args(p, BANK_PATH)
     return parser
 
 
+def cmd_bank(args: argparse.Namespace) -> None:
+    paths = _preset_paths(args.presets)
+    manifest = build_manifest(paths, args.credit)
+    write_text(args.out, json.dumps(manifest, indent=1) + "\n")
+    kinds = [e["kind"] for e in manifest["entries"]]
+    log.info("wrote %s (%d tables: %d basic, %d procedural, %d harvested from %d presets)",
+             args.out, len(kinds), kinds.count("basic"), kinds.count("procedural"),
+             kinds.count("harvested"), len(paths))
+
+
 def cmd_prior(args: argparse.Namespace) -> None:
-    paths = sorted(args.presets.glob("*.vital"))
-    if not paths:
-        raise PresetError(str(args.presets), "no .vital presets in this folder")
+    paths = _preset_paths(args.presets)
     prior = count(paths, args.credit)
     write_text(args.out, json.dumps(prior, indent=1) + "\n")
     log.info("wrote %s (%d presets, %d routes, vocabulary of %d)", args.out, prior["presets"],
@@ -204,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(message)s")
     try:
         {"space": cmd_space, "render": cmd_render, "sample": cmd_sample,
-         "prior": cmd_prior}[args.command](args)
+         "prior": cmd_prior, "bank": cmd_bank}[args.command](args)
     except BrokenPipeError:
         raise  # a closed stdout is no error: run_command ends quietly
-    except (PresetError, SpaceError, ConfigError, RenderError, OSError) as exc:
+    except (PresetError, SpaceError, ConfigError, RenderError, BankError, OSError) as exc:
         return error(exc)
     return 0

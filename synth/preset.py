@@ -128,16 +128,23 @@ def route_slot(settings: dict, source: str, destination: str) -> int | None:
     return None
 
 
-def raw_values(preset: Preset, space: ParameterSpace) -> dict[str, float]:
+def raw_values(preset: Preset, space: ParameterSpace,
+               exclude: frozenset[int] = frozenset()) -> dict[str, float]:
     """The raw value of every parameter of ``space`` in ``preset``.
 
     Controls missing from older presets take vita's default; a route that is not
-    connected has amount 0.
+    connected has amount 0; an oscillator's wavetable is its own when the bank has it,
+    else the nearest bank table (``exclude``: class indices not to choose).
     """
     settings = preset.settings
     values = {}
+    tables = settings.get("wavetables", [])
     for p in space.params:
-        if p.route is None:
+        if p.oscillator is not None:
+            own = tables[p.oscillator - 1] if len(tables) >= p.oscillator else None
+            values[p.name] = (float(space.bank.nearest(own, exclude)) if isinstance(own, dict)
+                              else p.default)
+        elif p.route is None:
             values[p.name] = float(settings.get(p.name, p.default))
         else:
             slot = route_slot(settings, p.route.source, p.route.destination)
@@ -161,10 +168,14 @@ def dropped_routes(preset: Preset, space: ParameterSpace) -> list[str]:
 _warned: set[tuple[str, str]] = set()
 
 
-def import_preset(preset: Preset, space: ParameterSpace) -> Patch:
+def import_preset(preset: Preset, space: ParameterSpace, *, leave_out: bool = False) -> Patch:
     """The patch of ``preset`` in ``space``; what lies outside the scope is ignored. In a
     scope with a route vocabulary (``studio``), the routes it drops are named in a warning,
-    once per preset and process."""
+    once per preset and process.
+
+    ``leave_out``: choose no wavetable that the bank holds only because this preset
+    uses it (for measuring how well the bank covers presets it was not built from).
+    """
     if space.scope.real_rates and (preset.digest, space.id) not in _warned:
         _warned.add((preset.digest, space.id))
         dropped = dropped_routes(preset, space)
@@ -172,7 +183,9 @@ def import_preset(preset: Preset, space: ParameterSpace) -> Patch:
             log.warning("%s: %d modulation routes outside the %s scope's vocabulary are "
                         "dropped: %s", preset.name, len(dropped), space.name, ", ".join(dropped))
     try:
-        return space.patch_from_raw(raw_values(preset, space), where=preset.name)
+        exclude = (space.bank.left_out(preset.digest) if leave_out and space.bank
+                   else frozenset())
+        return space.patch_from_raw(raw_values(preset, space, exclude), where=preset.name)
     except SpaceError as exc:
         raise PresetError(preset.name, str(exc)) from None
 
@@ -183,12 +196,16 @@ def apply_patch(base: Preset, space: ParameterSpace, patch: Patch, *,
     """A new preset: ``base`` with the in-scope values of ``patch``.
 
     Routes are written to the slot that already connects them, else to the first
-    empty slot (only when the amount is non-zero).
+    empty slot (only when the amount is non-zero). Wavetables chosen from the bank are
+    written into ``settings.wavetables``, so the file plays them in Vital.
     """
     data = copy.deepcopy(base.data)
     settings = data["settings"]
     for key, value in space.raw_from_patch(patch).items():
         p = space.params[space.index[key]]
+        if p.oscillator is not None:
+            settings["wavetables"][p.oscillator - 1] = space.bank.table(int(value))
+            continue
         if p.route is None:
             settings[key] = value
             continue

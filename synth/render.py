@@ -24,6 +24,7 @@ from synth.base import BASE_NAME, base_preset
 from synth.config import require
 from synth.preset import Preset, connect_route, route_slot
 from synth.space import ParameterSpace, Patch
+from synth.wavetables import WavetableBank
 
 
 class RenderError(RuntimeError):
@@ -127,11 +128,15 @@ class Renderer:
         config: how to render.
         bases: extra base presets (for example perturbation seeds), by ``Preset.name``;
             the synthmatch base preset is always available as ``"synthmatch-base"``.
+        bank: the wavetable bank, for a scope whose oscillators choose wavetables; default
+            the space's own (harvested tables read from the real presets folder). Give
+            one made by ``WavetableBank.with_tables`` where that folder is not mounted.
     """
 
     def __init__(self, space: ParameterSpace, config: RenderConfig | None = None,
-                 bases: Iterable[Preset] = ()):
+                 bases: Iterable[Preset] = (), bank: WavetableBank | None = None):
         self.space = space
+        self.bank = bank or space.bank
         self.config = config or RenderConfig()
         self.synth = vita.Synth()
         self.synth.set_sample_rate(self.config.sample_rate)
@@ -139,7 +144,9 @@ class Renderer:
         self._bases: dict[str, tuple[str, dict[str, int]]] = {}
         for preset in (base_preset(), *bases):
             self._bases[preset.name] = self._prepare(preset)
-        self._current: str | None = None
+        self._current: tuple | None = None  # (base, wavetables) the synth holds
+        self._table_params = {p.name for p in space.categorical if p.oscillator}
+        self._init_table = self.bank.index("Init") if self.bank is not None else -1
 
     def _prepare(self, preset: Preset) -> tuple[str, dict[str, int]]:
         """The base's JSON with every route connected, and each route's slot."""
@@ -161,21 +168,38 @@ class Renderer:
         """A base preset's JSON with every route connected, and each route's slot (1-based)."""
         return self._bases[name]
 
-    def _load(self, base: str) -> dict[str, int]:
+    def _load(self, base: str, tables: dict[int, int] | None = None) -> dict[str, int]:
+        """Load ``base`` (with each oscillator's wavetable from the bank, by class index,
+        where ``tables`` gives them) unless the synth already holds it."""
         if base not in self._bases:
             raise RenderError(f"unknown base preset {base!r}; this renderer has "
                               f"{sorted(self._bases)}")
         text, slots = self._bases[base]
-        if base != self._current:
+        key = (base, tuple(sorted((tables or {}).items())))
+        if key != self._current:
+            if tables:
+                data = json.loads(text)
+                for osc, index in tables.items():
+                    data["settings"]["wavetables"][osc - 1] = self.bank.table(index)
+                text = json.dumps(data)
             if not self.synth.load_json(text):
                 raise RenderError(f"vita could not load base preset {base!r}")
-            self._current = base
+            self._current = key
         return slots
 
     def apply(self, patch: Patch, base: str = BASE_NAME) -> None:
-        """Set the synth to ``base`` with ``patch``'s values (routes as their slot amounts)."""
-        slots = self._load(base)
-        for name, value in self.space.raw_from_patch(patch).items():
+        """Set the synth to ``base`` with ``patch``'s values (routes as their slot amounts,
+        wavetables loaded from the bank)."""
+        raw = self.space.raw_from_patch(patch)
+        # An oscillator that is off plays nothing, so it gets Vital's one-frame init table:
+        # building a table's 257 frames is most of a load's cost (about 40 ms for one of
+        # several keyframes, against 11 ms for a whole base with init tables).
+        tables = {osc: index if raw.get(f"osc_{osc}_on", 1.0) >= 0.5 else self._init_table
+                  for osc, index in self.space.wavetables(patch).items()}
+        slots = self._load(base, tables)
+        for name, value in raw.items():
+            if name in self._table_params:
+                continue
             slot = slots.get(name)
             key = f"modulation_{slot}_amount" if slot is not None else name
             self._controls[key].set(value)

@@ -20,6 +20,7 @@ import numpy as np
 from synth.controls import VITA_VERSION, Control, discover_controls
 from synth.scales import UnitMap, Warp, warp_for
 from synth.scopes import SCOPES, ModRoute, never_learned_reason
+from synth.wavetables import WavetableBank, get_bank
 
 SPACE_FORMAT = 1
 
@@ -30,7 +31,8 @@ class SpaceError(ValueError):
 
 @dataclass(frozen=True)
 class Param:
-    """One learned parameter: a Vital control, or the amount of a fixed modulation route."""
+    """One learned parameter: a Vital control, the amount of a fixed modulation route, or
+    an oscillator's wavetable (a class index into the bank)."""
 
     name: str
     kind: Literal["continuous", "categorical"]
@@ -43,6 +45,7 @@ class Param:
     control: Control | None  # None for a route
     route: ModRoute | None  # None for a control
     switch: str | None  # the "<module>_on" control that silences this one, if any
+    oscillator: int | None = None  # for an oscillator's wavetable choice: 1, 2 or 3
 
     def definition(self) -> list:
         """What identifies this parameter in the space id."""
@@ -63,6 +66,17 @@ def _control_param(control: Control, switches: set[str]) -> Param:
 def _route_param(route: ModRoute) -> Param:
     return Param(route.name, "continuous", "modulation", -1.0, 1.0, 0.0, Warp.LINEAR, 0,
                  None, route, None)
+
+
+# the base preset's tables: basic shapes on oscillators 1-2, Vital's init saw on 3
+_BASE_TABLES = {1: "Basic Shapes", 2: "Basic Shapes", 3: "Init"}
+
+
+def _wavetable_param(oscillator: int, bank: WavetableBank) -> Param:
+    default = float(bank.index(_BASE_TABLES[oscillator]))
+    return Param(f"osc_{oscillator}_wavetable", "categorical", f"osc_{oscillator}", 0.0,
+                 float(len(bank) - 1), default, None, len(bank), None, None,
+                 f"osc_{oscillator}_on", oscillator)
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,9 @@ class ParameterSpace:
         chosen = [_control_param(c, switches) for c in self.controls.values()
                   if self.scope.includes(c)]
         chosen += [_route_param(r) for r in self.scope.routes]
+        self.bank: WavetableBank | None = get_bank() if self.scope.wavetables else None
+        if self.bank is not None:
+            chosen += [_wavetable_param(n, self.bank) for n in (1, 2, 3)]
         self.continuous: tuple[Param, ...] = tuple(p for p in chosen if p.kind == "continuous")
         self.categorical: tuple[Param, ...] = tuple(p for p in chosen if p.kind == "categorical")
         self.params: tuple[Param, ...] = self.continuous + self.categorical
@@ -124,12 +141,15 @@ class ParameterSpace:
     # -- identity -----------------------------------------------------------------
     def definition(self) -> dict:
         """Everything that gives a vector its meaning; hashed into :attr:`id`."""
-        return {
+        definition = {
             "format": SPACE_FORMAT,
             "scope": self.name,
             "vita": VITA_VERSION,
             "params": [p.definition() for p in self.params],
         }
+        if self.bank is not None:
+            definition["wavetable_bank"] = self.bank.id
+        return definition
 
     @functools.cached_property
     def id(self) -> str:
@@ -217,12 +237,25 @@ class ParameterSpace:
             rows.append({
                 "name": p.name, "module": p.module, "kind": p.kind,
                 "min": p.lo, "max": p.hi, "default": p.default,
-                "scale": c.scale if c else "linear",
+                "scale": c.scale if c else "bank" if p.oscillator else "linear",
                 "mapping": p.warp.value if p.warp else f"{p.num_classes} classes",
                 "units": c.units if c else "",
-                "options": list(c.options) if c and p.kind == "categorical" else [],
+                "options": (list(c.options) if c and p.kind == "categorical"
+                            else self.wavetable_labels() if p.oscillator else []),
             })
         return rows
+
+    def wavetable_labels(self) -> list[str]:
+        """The bank's tables by class index, named as a user would know them."""
+        return [e.label for e in self.bank.entries] if self.bank is not None else []
+
+    def wavetables(self, patch: Patch) -> dict[int, int]:
+        """Each oscillator's wavetable class in ``patch`` (empty for scopes without)."""
+        if self.bank is None:
+            return {}
+        k = len(self.continuous)
+        return {p.oscillator: int(patch.categorical[self.index[p.name] - k])
+                for p in self.categorical if p.oscillator}
 
     def excluded(self) -> dict[str, str]:
         """Controls left out of this scope, with the reason."""

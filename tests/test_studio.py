@@ -1,4 +1,5 @@
-"""The studio scope: its prior counted from the real presets, its draws, import and export."""
+"""The studio scope: its prior counted from the real presets, its wavetable bank, its draws,
+import and export."""
 
 import json
 import logging
@@ -20,6 +21,17 @@ from synth import (
 )
 from synth.preset import dropped_routes
 from synth.prior import PRIOR_PATH, VOCABULARY_SIZE, count, smoothed, studio_prior
+from synth.wavetables import (
+    BANK_PATH,
+    BankError,
+    Spectrum,
+    WavetableBank,
+    fingerprint,
+    fingerprint_distance,
+    get_bank,
+    procedural_table,
+    sound_digest,
+)
 
 
 def test_the_shipped_prior_is_the_count_of_the_real_presets(real_presets):
@@ -34,13 +46,18 @@ def test_the_shipped_prior_is_the_count_of_the_real_presets(real_presets):
     assert counts == sorted(counts, reverse=True)
 
 
-def test_the_prior_command_writes_the_same_file(real_presets, tmp_path):
-    out = tmp_path / "prior.json"
-    done = subprocess.run([sys.executable, "-m", "synth", "prior", "--presets",
+def _written_by(command: str, real_presets, tmp_path) -> dict:
+    """What ``python -m synth COMMAND --presets <real presets>`` writes."""
+    out = tmp_path / f"{command}.json"
+    done = subprocess.run([sys.executable, "-m", "synth", command, "--presets",
                            str(real_presets[0].parent), "-o", str(out)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert json.loads(out.read_text()) == json.loads(PRIOR_PATH.read_text())
+    return json.loads(out.read_text())
+
+
+def test_the_prior_command_writes_the_same_file(real_presets, tmp_path):
+    assert _written_by("prior", real_presets, tmp_path) == json.loads(PRIOR_PATH.read_text())
 
 
 def test_the_studio_space_and_its_table():
@@ -98,3 +115,100 @@ def test_import_into_studio_names_the_routes_it_drops(real_presets, caplog):
         import_preset(preset, space)
     assert any(preset.name in r.message and "dropped" in r.message
                and dropped_routes(preset, space)[0] in r.message for r in caplog.records)
+
+
+# --- the wavetable bank -------------------------------------------------------------------
+def _spectrum_db(audio: np.ndarray) -> np.ndarray:
+    """Mean magnitude spectrum of a render, in dB: compares sounds, not waveforms (Vital's
+    oscillators start at a random phase)."""
+    frames = np.lib.stride_tricks.sliding_window_view(audio, 4096)[::2048] * np.hanning(4096)
+    return 20 * np.log10(np.abs(np.fft.rfft(frames, axis=1)).mean(axis=0) + 1e-7)
+
+
+def test_the_shipped_bank_is_what_the_bank_command_writes(real_presets, tmp_path):
+    assert _written_by("bank", real_presets, tmp_path) == json.loads(BANK_PATH.read_text())
+    bank = get_bank()
+    kinds = [e.kind for e in bank.entries]
+    assert kinds[:2] == ["basic", "basic"] and kinds.count("procedural") == 32
+    assert kinds.count("harvested") > 10 and "CC BY 4.0" in bank.credit
+    # every harvested table is read from its preset and is what the manifest names
+    tables = bank.resolved()
+    assert len(tables) == len(bank)
+    assert len({sound_digest(t) for t in tables.values()}) == len(bank)  # no duplicates
+
+
+def test_a_harvested_table_without_its_presets_folder_is_a_clear_error(tmp_path):
+    bank = WavetableBank(get_bank().manifest, presets=tmp_path)
+    harvested = next(e for e in bank.entries if e.kind == "harvested")
+    assert bank.table(0)["name"] == "Init"  # built in code: needs no folder
+    with pytest.raises(BankError, match=f"{harvested.sources[0]['preset']}.*SYNTHMATCH_PRESETS"):
+        bank.table(harvested.index)
+
+
+def test_a_procedural_table_plays_the_harmonics_its_numbers_give():
+    # slope 1, every harmonic, no formant, no comb: a saw, harmonic k at -20 log10(k) dB
+    saw = Spectrum(slope=1.0, even=1.0, formant=4.0, width=1.0, boost_db=0.0, pulse=0.5,
+                   comb=0.0)
+    # slope 1 with the even harmonics off: a square's odd series
+    square = Spectrum(slope=1.0, even=0.0, formant=4.0, width=1.0, boost_db=0.0, pulse=0.5,
+                      comb=0.0)
+    prints = fingerprint(json.dumps(procedural_table("test", saw, square)))
+    k = np.arange(1, 13)
+    np.testing.assert_allclose(prints[0, :12], -20 * np.log10(k), atol=1.0)  # first frame
+    odd = k % 2 == 1
+    np.testing.assert_allclose(prints[-1, :12][odd], -20 * np.log10(k[odd]), atol=1.0)
+    assert np.all(prints[-1, :12][~odd] < -40)  # last frame: even harmonics gone
+
+
+def test_import_takes_the_presets_own_table_or_else_the_nearest(real_presets):
+    from synth import load_preset
+
+    space, bank = get_space("studio"), get_bank()
+    preset = load_preset(next(p for p in real_presets if p.stem == "IceRain"))
+    own = {n: bank.find(t) for n, t in enumerate(preset.settings["wavetables"], start=1)}
+    assert all(i is not None and bank.entries[i].kind == "harvested" for i in own.values())
+    assert space.wavetables(import_preset(preset, space)) == own
+    left_out = bank.left_out(preset.digest)
+    assert left_out and left_out <= set(own.values())
+    loo = space.wavetables(import_preset(preset, space, leave_out=True))
+    assert not set(loo.values()) & left_out
+    assert all(loo[n] == own[n] for n in own if own[n] not in left_out)
+    # a procedural table's nearest (itself excluded) is not far from it; itself, it is found
+    target = bank.table(5)
+    assert bank.nearest(target) == 5
+    near = bank.nearest(target, exclude=frozenset({5}))
+    a, b = fingerprint(json.dumps(target)), fingerprint(json.dumps(bank.table(near)))
+    far = max(fingerprint_distance(a, fingerprint(json.dumps(bank.table(i))))
+              for i in range(len(bank)) if i != 5)
+    assert fingerprint_distance(a, b) < 0.5 * far
+
+
+def test_an_exported_studio_patch_plays_its_procedural_and_harvested_tables():
+    space, bank = get_space("studio"), get_bank()
+    sampler = Sampler(SamplerConfig(scope="studio", seed=11))
+    renderer = Renderer(space)
+    procedural = next(e.index for e in bank.entries if e.kind == "procedural")
+    harvested = next(e.index for e in bank.entries
+                     if e.kind == "harvested" and e.name == "GPLSquare")
+    raw = space.raw_from_patch(sampler.sample(0).patch)
+    for effect in ("chorus", "compressor", "delay", "distortion", "eq", "filter_fx",
+                   "flanger", "phaser", "reverb"):
+        raw[f"{effect}_on"] = 0.0
+    for route in space.routes:
+        raw[route.name] = 0.0
+    raw.update({"osc_1_on": 1.0, "osc_2_on": 1.0, "osc_3_on": 0.0, "sample_on": 0.0,
+                "filter_1_on": 0.0, "filter_2_on": 0.0, "osc_1_wavetable": procedural,
+                "osc_2_wavetable": harvested, "osc_1_transpose": 0.0, "osc_2_transpose": 12.0})
+    patch = space.patch_from_raw(raw)
+    preset = apply_patch(base_preset(), space, patch, name="tables")
+    tables = preset.settings["wavetables"]
+    assert sound_digest(tables[0]) == bank.entries[procedural].digest
+    assert sound_digest(tables[1]) == bank.entries[harvested].digest
+
+    loaded = parse_preset(preset.to_json(), source="tables.vital")  # as vita reads the file
+    patched = _spectrum_db(renderer.render(patch, 48).audio)
+    exported = _spectrum_db(renderer.render_preset(loaded, 48).audio)
+    other = raw | {"osc_1_wavetable": bank.index("Basic Shapes"), "osc_2_wavetable": 0}
+    elsewhere = _spectrum_db(renderer.render(space.patch_from_raw(other), 48).audio)
+    same, differ = np.abs(patched - exported).mean(), np.abs(patched - elsewhere).mean()
+    assert same < 1.0 < differ and same < differ / 4

@@ -1,0 +1,402 @@
+"""The wavetable bank: the wavetables a ``studio`` oscillator chooses from, by class index.
+
+A Vital wavetable is JSON (``settings.wavetables[i]`` of a preset): groups of components
+such as a "Wave Source" (keyframes of 2,048 samples, base64 float32) or a "Line Source"
+(drawn lines), which Vital turns into 257 frames the oscillator's wave frame moves across.
+The bank holds three families, in this order of class index:
+
+- **basic**: Vital's init saw (what every new Vital patch plays) and the basic shapes of
+  the synthmatch base preset (sine -> triangle -> saw -> square);
+- **procedural**: tables drawn from a few numbers (:class:`Spectrum`: harmonic slope,
+  odd/even balance, a formant's position, width and height, a pulse-width comb), one
+  spectrum at the first frame and another at the last, morphed spectrally between;
+- **harvested**: every distinct wavetable of the real presets in ``../shared/real-presets``
+  (CC BY 4.0, credited in the manifest). They are *referenced*, not copied: the manifest
+  ``synth/data/wavetable_bank.json`` names each table's preset, oscillator and sha256,
+  and the data is read from the presets folder when a harvested table is first needed
+  (``SYNTHMATCH_PRESETS``, default ``../shared/real-presets`` beside the repository).
+
+``python -m synth bank --presets ../shared/real-presets`` writes the manifest. A patch
+names its wavetables by class index; the renderer loads them and ``apply_patch`` writes
+them into the exported ``.vital``, so the file opens in Vital with them.
+
+Importing a preset takes its own table when the bank has it (same sound digest), else the
+nearest bank table by :func:`fingerprint` distance: the harmonic spectra of five frames.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import functools
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import vita
+
+BANK_PATH = Path(__file__).resolve().parent / "data" / "wavetable_bank.json"
+FORMAT = "synthmatch-wavetable-bank"
+VERSION = 1
+WAVE_SIZE = 2048  # samples per wavetable frame, Vital's fixed size
+LAST_FRAME = 256  # Vital's frames are 0..256
+PROCEDURAL_COUNT = 32
+PROCEDURAL_SEED = 0x7AB1E
+PRESETS_ENV = "SYNTHMATCH_PRESETS"
+DEFAULT_PRESETS = Path(__file__).resolve().parents[2] / "shared" / "real-presets"
+_SHAPE_POSITIONS = (0, 85, 170, 256)  # basic shapes' keyframes
+
+
+class BankError(RuntimeError):
+    """The bank or one of its tables cannot be used; the message names which and why."""
+
+
+def sound_digest(table: dict) -> str:
+    """sha256 of what makes a wavetable sound as it does (its components and normalisation;
+    not its name, author or version)."""
+    sound = {k: table.get(k) for k in ("groups", "full_normalize", "remove_all_dc")}
+    blob = json.dumps(sound, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@functools.cache
+def _init_table_json() -> str:
+    return json.dumps(json.loads(vita.Synth().to_json())["settings"]["wavetables"][0])
+
+
+def init_table() -> dict:
+    """Vital's init wavetable: one saw frame."""
+    return json.loads(_init_table_json())
+
+
+def wave_table(name: str, keyframes: list[tuple[int, np.ndarray]], *,
+               spectral: bool = False) -> dict:
+    """A one-component "Wave Source" table from ``(position, wave)`` keyframes, each wave of
+    :data:`WAVE_SIZE` samples; ``spectral`` morphs between keyframes in the frequency
+    domain (Vital's "spectral" interpolation) rather than crossfading the waves."""
+    table = init_table()
+    table["name"] = name
+    component = table["groups"][0]["components"][0]
+    component["interpolation"] = 1 if spectral else 0
+    component["keyframes"] = [
+        {"position": int(pos),
+         "wave_data": base64.b64encode(np.asarray(w, "<f4").tobytes()).decode("ascii")}
+        for pos, w in keyframes
+    ]
+    return table
+
+
+def basic_shapes() -> list[np.ndarray]:
+    """Sine, triangle, saw and square, one period each."""
+    t = np.arange(WAVE_SIZE) / WAVE_SIZE
+    sine = np.sin(2 * np.pi * t)
+    triangle = 1.0 - 4.0 * np.abs(((t + 0.25) % 1.0) - 0.5)
+    saw = 1.0 - 2.0 * ((t + 0.5) % 1.0)  # Vital's init saw: 0 at the start, falling
+    square = np.where(t < 0.5, 1.0, -1.0)
+    return [w.astype("<f4") for w in (sine, triangle, saw, square)]
+
+
+def basic_shapes_table(template: dict | None = None) -> dict:
+    """The basic-shapes table: sine -> triangle -> saw -> square across the frames.
+    ``template`` (a table whose other fields are kept) defaults to the init table."""
+    table = copy.deepcopy(template) if template is not None else init_table()
+    table["name"] = "Basic Shapes"
+    table["groups"][0]["components"][0]["keyframes"] = [
+        {"position": pos, "wave_data": base64.b64encode(w.tobytes()).decode("ascii")}
+        for pos, w in zip(_SHAPE_POSITIONS, basic_shapes(), strict=True)
+    ]
+    return table
+
+
+# --- the procedural family --------------------------------------------------------------
+@dataclass(frozen=True)
+class Spectrum:
+    """A harmonic spectrum from a few numbers. Harmonic ``k``'s amplitude is
+    ``k ** -slope`` (1: a saw), times ``even`` for even ``k`` (0: odd harmonics only, as a
+    square), times a formant bump of ``boost_db`` at harmonic ``formant`` (a Gaussian of
+    ``width`` octaves), times a pulse-width comb ``1 - comb + comb * |sin(pi k pulse)|``."""
+
+    slope: float
+    even: float
+    formant: float
+    width: float
+    boost_db: float
+    pulse: float
+    comb: float
+
+    def amplitudes(self, harmonics: int = 256) -> np.ndarray:
+        k = np.arange(1, harmonics + 1, dtype=np.float64)
+        a = k ** -self.slope
+        a[1::2] *= self.even
+        bump = np.exp(-0.5 * (np.log2(k / self.formant) / self.width) ** 2)
+        a *= 10.0 ** (self.boost_db * bump / 20.0)
+        a *= 1.0 - self.comb + self.comb * np.abs(np.sin(np.pi * k * self.pulse))
+        return a / a.max()
+
+    def wave(self) -> np.ndarray:
+        """One period of the sum of sines with these amplitudes, peak 1, float32."""
+        spectrum = np.zeros(WAVE_SIZE // 2 + 1, dtype=np.complex128)
+        a = self.amplitudes()
+        spectrum[1:len(a) + 1] = -0.5j * WAVE_SIZE * a  # irfft -> sum_k a_k sin(2 pi k t)
+        w = np.fft.irfft(spectrum, WAVE_SIZE)
+        return (w / np.max(np.abs(w))).astype("<f4")
+
+    @staticmethod
+    def draw(rng: np.random.Generator) -> Spectrum:
+        return Spectrum(
+            slope=round(float(rng.uniform(0.4, 2.2)), 3),
+            even=round(float(rng.choice([0.0, 1.0, rng.uniform(0.0, 1.0)])), 3),
+            formant=round(float(2.0 ** rng.uniform(1.0, 5.0)), 3),
+            width=round(float(rng.uniform(0.3, 1.5)), 3),
+            boost_db=round(float(rng.uniform(0.0, 24.0)), 3),
+            pulse=round(float(rng.uniform(0.05, 0.5)), 3),
+            comb=round(float(rng.choice([0.0, rng.uniform(0.3, 1.0)])), 3),
+        )
+
+
+def procedural_recipes(count: int = PROCEDURAL_COUNT,
+                       seed: int = PROCEDURAL_SEED) -> list[tuple[Spectrum, Spectrum]]:
+    """``count`` (first frame, last frame) spectrum pairs, drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    return [(Spectrum.draw(rng), Spectrum.draw(rng)) for _ in range(count)]
+
+
+def procedural_table(name: str, start: Spectrum, end: Spectrum) -> dict:
+    return wave_table(name, [(0, start.wave()), (LAST_FRAME, end.wave())], spectral=True)
+
+
+# --- the bank ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Entry:
+    """One bank table. ``sources``: for harvested tables, every preset oscillator that
+    uses it (``{"preset", "sha256" (file), "digest" (preset JSON), "oscillator"}``);
+    ``recipe``: for procedural ones, the two :class:`Spectrum` as dicts."""
+
+    index: int
+    name: str
+    kind: str  # "basic", "procedural" or "harvested"
+    digest: str  # sound_digest of the table
+    sources: tuple[dict, ...] = ()
+    recipe: tuple[dict, ...] = ()
+
+    @property
+    def label(self) -> str:
+        if self.kind == "harvested":
+            return f"{self.name} ({self.sources[0]['preset']})"
+        return self.name
+
+
+class WavetableBank:
+    """The bank's tables by class index. Harvested tables are read from ``presets`` (a
+    folder of the real presets) the first time one is needed.
+
+    Args:
+        manifest: the parsed ``wavetable_bank.json``.
+        presets: where the harvested tables' presets are; ``None`` for ``$SYNTHMATCH_PRESETS``
+            or ``../shared/real-presets`` beside the repository.
+    """
+
+    def __init__(self, manifest: dict, presets: str | os.PathLike | None = None):
+        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+            raise BankError(f"not a version-{VERSION} {FORMAT} manifest: "
+                            f"{manifest.get('format')!r} version {manifest.get('version')!r}")
+        self.manifest = manifest
+        self.credit: str = manifest.get("credit", "")
+        self.entries: tuple[Entry, ...] = tuple(
+            Entry(i, e["name"], e["kind"], e["digest"], tuple(e.get("sources", ())),
+                  tuple(e.get("recipe", ())))
+            for i, e in enumerate(manifest["entries"]))
+        self.presets = Path(presets or os.environ.get(PRESETS_ENV) or DEFAULT_PRESETS)
+        self._tables: dict[int, dict] = {}
+        for e in self.entries:
+            if e.kind == "basic":
+                self._tables[e.index] = (init_table() if e.name == "Init"
+                                         else basic_shapes_table())
+            elif e.kind == "procedural":
+                start, end = (Spectrum(**r) for r in e.recipe)
+                self._tables[e.index] = procedural_table(e.name, start, end)
+        self._by_digest = {e.digest: e.index for e in self.entries}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @functools.cached_property
+    def id(self) -> str:
+        """Identifies the bank's contents: a hash of its entries (names, kinds, digests)."""
+        blob = json.dumps(self.manifest["entries"], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def index(self, name: str) -> int:
+        for e in self.entries:
+            if e.name == name and e.kind == "basic":
+                return e.index
+        raise BankError(f"no basic table named {name!r}")
+
+    def table(self, index: int) -> dict:
+        """A copy of table ``index``'s JSON, ready for ``settings.wavetables``."""
+        if not 0 <= index < len(self.entries):
+            raise BankError(f"wavetable class {index} is outside 0..{len(self.entries) - 1}")
+        if index not in self._tables:
+            self._harvest()
+        return copy.deepcopy(self._tables[index])
+
+    def _harvest(self) -> None:
+        """Read every harvested table from the presets folder and check its digest."""
+        for e in self.entries:
+            if e.kind != "harvested" or e.index in self._tables:
+                continue
+            src = e.sources[0]
+            path = self.presets / src["preset"]
+            if not path.is_file():
+                raise BankError(
+                    f"wavetable {e.index} ({e.label}) is read from {path}, which does not "
+                    f"exist; set {PRESETS_ENV} to the folder of the real presets "
+                    "(../shared/real-presets)")
+            table = json.loads(path.read_bytes())["settings"]["wavetables"][src["oscillator"] - 1]
+            if sound_digest(table) != e.digest:
+                raise BankError(f"wavetable {e.index} ({e.label}) in {path} is not the one "
+                                "the bank was built from (its digest differs)")
+            self._tables[e.index] = table
+
+    def resolved(self) -> dict[int, dict]:
+        """Every table by index (harvested ones read now): to ship to workers that cannot
+        see the presets folder, with :meth:`with_tables`."""
+        self._harvest()
+        return {i: copy.deepcopy(t) for i, t in self._tables.items()}
+
+    def with_tables(self, tables: dict[int, dict]) -> WavetableBank:
+        """This bank with harvested tables given rather than read (see :meth:`resolved`)."""
+        bank = WavetableBank(self.manifest, self.presets)
+        for i, t in tables.items():
+            i = int(i)
+            if sound_digest(t) != bank.entries[i].digest:
+                raise BankError(f"wavetable {i} given does not match the bank's digest")
+            bank._tables[i] = t
+        return bank
+
+    def find(self, table: dict) -> int | None:
+        """The class index of ``table`` when the bank has it (same sound), else None."""
+        return self._by_digest.get(sound_digest(table))
+
+    def left_out(self, preset_digest: str) -> frozenset[int]:
+        """Harvested tables that only the preset with ``preset_digest`` uses: a
+        leave-one-out import of that preset must not choose them."""
+        return frozenset(e.index for e in self.entries if e.kind == "harvested"
+                         and {s["digest"] for s in e.sources} == {preset_digest})
+
+    def nearest(self, table: dict, exclude: frozenset[int] = frozenset()) -> int:
+        """The bank table nearest ``table``: its own when the bank has it (and it is not
+        excluded), else the least :func:`fingerprint` distance."""
+        own = self.find(table)
+        if own is not None and own not in exclude:
+            return own
+        target = fingerprint(json.dumps(table))
+        best, best_d = -1, np.inf
+        for e in self.entries:
+            if e.index in exclude:
+                continue
+            d = fingerprint_distance(target, fingerprint(json.dumps(self.table(e.index))))
+            if d < best_d:
+                best, best_d = e.index, d
+        return best
+
+
+# --- spectral fingerprints --------------------------------------------------------------
+FINGERPRINT_FRAMES = (0, 64, 128, 192, 256)
+FINGERPRINT_HARMONICS = 48
+_PROBE_NOTE = 48  # 130.8 Hz: 48 harmonics reach 6.3 kHz
+_FLOOR_DB = -60.0
+
+
+@functools.cache
+def _probe() -> tuple[vita.Synth, dict]:
+    """A synth playing Vital's init preset (oscillator 1 alone, no filter, no effects)."""
+    synth = vita.Synth()
+    data = json.loads(synth.to_json())
+    return synth, data
+
+
+@functools.lru_cache(maxsize=512)
+def fingerprint(table_json: str) -> np.ndarray:
+    """The harmonic spectrum, in dB under its loudest harmonic and floored at -60 dB, of
+    oscillator 1 playing ``table_json`` at frames 0, 64, 128, 192 and 256; shape
+    ``(5, 48)``. Rendered through vita, so it holds for any component type."""
+    synth, data = _probe()
+    data = copy.deepcopy(data)
+    data["settings"]["wavetables"][0] = json.loads(table_json)
+    data["settings"]["osc_1_random_phase"] = 0.0
+    if not synth.load_json(json.dumps(data)):
+        raise BankError("vita could not load a wavetable to fingerprint it")
+    frame = synth.get_controls()["osc_1_wave_frame"]
+    sr, n = 44100, 8192
+    f0 = 440.0 * 2.0 ** ((_PROBE_NOTE - 69) / 12.0)
+    window = np.hanning(n)
+    bins = np.round(np.arange(1, FINGERPRINT_HARMONICS + 1) * f0 * n / sr).astype(int)
+    rows = []
+    for pos in FINGERPRINT_FRAMES:
+        frame.set(float(pos))
+        synth.render(0, 0.0, 0.0, 0.15)  # let the frame control's smoothing settle
+        audio = synth.render(_PROBE_NOTE, 1.0, 0.4, 0.4).mean(axis=0)[-n:]
+        mag = np.abs(np.fft.rfft(audio * window))
+        peaks = np.max(np.stack([mag[bins - 1], mag[bins], mag[bins + 1]]), axis=0)
+        db = 20.0 * np.log10(np.maximum(peaks, 1e-12) / max(peaks.max(), 1e-12))
+        rows.append(np.maximum(db, _FLOOR_DB))
+    return np.stack(rows)
+
+
+def fingerprint_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute dB difference between two fingerprints."""
+    return float(np.mean(np.abs(a - b)))
+
+
+# --- building and loading the manifest --------------------------------------------------
+def build_manifest(paths: list[Path], credit: str = "") -> dict:
+    """The bank manifest: basic tables, the procedural family, and every distinct
+    wavetable of the presets at ``paths`` that is not already in the bank."""
+    from synth.preset import load_preset  # synth.preset imports this module
+
+    entries: list[dict] = [
+        {"name": "Init", "kind": "basic", "digest": sound_digest(init_table())},
+        {"name": "Basic Shapes", "kind": "basic", "digest": sound_digest(basic_shapes_table())},
+    ]
+    for i, (start, end) in enumerate(procedural_recipes()):
+        name = f"Procedural {i + 1:02d}"
+        entries.append({"name": name, "kind": "procedural",
+                        "digest": sound_digest(procedural_table(name, start, end)),
+                        "recipe": [asdict(start), asdict(end)]})
+    known = {e["digest"]: e for e in entries}
+    for path in sorted(paths):
+        preset = load_preset(path)
+        file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        for osc, table in enumerate(preset.settings.get("wavetables", [])[:3], start=1):
+            digest = sound_digest(table)
+            source = {"preset": path.name, "sha256": file_sha, "digest": preset.digest,
+                      "oscillator": osc}
+            if digest not in known:
+                known[digest] = {"name": table.get("name") or f"{path.stem} {osc}",
+                                 "kind": "harvested", "digest": digest, "sources": []}
+                entries.append(known[digest])
+            if known[digest]["kind"] == "harvested":
+                known[digest]["sources"].append(source)
+    return {"format": FORMAT, "version": VERSION, "credit": credit,
+            "procedural": {"count": PROCEDURAL_COUNT, "seed": PROCEDURAL_SEED},
+            "entries": entries}
+
+
+@functools.cache
+def get_bank() -> WavetableBank:
+    """The shipped bank (``synth/data/wavetable_bank.json``)."""
+    try:
+        manifest = json.loads(BANK_PATH.read_text())
+    except FileNotFoundError:
+        raise BankError(f"{BANK_PATH} is missing; write it with `python -m synth bank "
+                        "--presets ../shared/real-presets`") from None
+    return WavetableBank(manifest)
+
+
+__all__ = ["BankError", "Entry", "Spectrum", "WavetableBank", "basic_shapes_table",
+           "build_manifest", "fingerprint", "get_bank", "init_table", "sound_digest",
+           "wave_table"]
