@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from synth.controls import discover_controls
 from synth.files import atomic_path
 from synth.space import ParameterSpace, Patch, SpaceError
@@ -165,6 +167,36 @@ def dropped_routes(preset: Preset, space: ParameterSpace) -> list[str]:
     return dropped
 
 
+# Vital's tempo table (vital::constants::kSyncedFrequencyRatios): cycles per beat for each
+# ``<module>_tempo`` option, "Freeze" first; and what each ``<module>_sync`` mode multiplies
+# it by (1 Tempo, 2 Tempo Dotted, 3 Tempo Triplets).
+_SYNCED_RATIOS = (0.0, 1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0,
+                  16.0)
+_SYNC_MULTIPLIERS = {1: 1.0, 2: 2.0 / 3.0, 3: 3.0 / 2.0}
+
+
+def free_running(values: dict[str, float], settings: dict, space: ParameterSpace) -> None:
+    """Turn each tempo-synced rate of ``values`` (LFOs, chorus, delay, flanger, phaser) into
+    the free rate it plays at the preset's saved tempo, in place: a scope whose draws run
+    free (``studio``) then plays it the same whatever tempo the base preset keeps."""
+    beats_per_second = float(settings.get("beats_per_minute", 2.0))  # stored per second
+    for p in space.params:
+        if not p.name.endswith("_sync"):
+            continue
+        module = p.name[: -len("_sync")]
+        rate = space.index.get(f"{module}_frequency")
+        mode = int(round(values[p.name]))
+        if rate is None or f"{module}_tempo" not in space.index \
+                or mode not in _SYNC_MULTIPLIERS:
+            continue
+        tempo = int(round(values[f"{module}_tempo"]))
+        hz = _SYNCED_RATIOS[min(max(tempo, 0), len(_SYNCED_RATIOS) - 1)] * beats_per_second
+        lo, hi = space.params[rate].lo, space.params[rate].hi
+        values[f"{module}_frequency"] = (float(np.clip(np.log2(hz * _SYNC_MULTIPLIERS[mode]),
+                                                       lo, hi)) if hz > 0 else lo)
+        values[p.name] = 0.0  # "Seconds"
+
+
 _warned: set[tuple[str, str]] = set()
 
 
@@ -172,6 +204,9 @@ def import_preset(preset: Preset, space: ParameterSpace, *, leave_out: bool = Fa
     """The patch of ``preset`` in ``space``; what lies outside the scope is ignored. In a
     scope with a route vocabulary (``studio``), the routes it drops are named in a warning,
     once per preset and process.
+
+    In a scope whose draws run free (``studio``), tempo-synced rates are imported as the
+    free rates they play at the preset's saved tempo (:func:`free_running`).
 
     ``leave_out``: choose no wavetable that the bank holds only because this preset
     uses it (for measuring how well the bank covers presets it was not built from).
@@ -185,7 +220,10 @@ def import_preset(preset: Preset, space: ParameterSpace, *, leave_out: bool = Fa
     try:
         exclude = (space.bank.left_out(preset.digest) if leave_out and space.bank
                    else frozenset())
-        return space.patch_from_raw(raw_values(preset, space, exclude), where=preset.name)
+        values = raw_values(preset, space, exclude)
+        if space.scope.real_rates:
+            free_running(values, preset.settings, space)
+        return space.patch_from_raw(values, where=preset.name)
     except SpaceError as exc:
         raise PresetError(preset.name, str(exc)) from None
 

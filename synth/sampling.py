@@ -167,16 +167,17 @@ def _routes(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace
 
 def _effects(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace) -> None:
     """Each effect on as often as real presets turn it on (reverb two times in three,
-    the flanger about one in thirty); LFOs run free in seconds, not synced to a tempo."""
+    the flanger about one in thirty); LFOs and effects run free in seconds, not synced to a
+    tempo (the tempo is the host's; importing converts a synced rate likewise)."""
     if not space.scope.real_rates:
         return
     prior = studio_prior()
     for effect, rate in prior["effects_on"].items():
         if f"{effect}_on" in space.index:
             v[f"{effect}_on"] = float(rng.random() < smoothed(rate, prior["presets"]))
-    for n in (1, 2):
-        if f"lfo_{n}_sync" in space.index:
-            v[f"lfo_{n}_sync"] = 0.0  # "Seconds"
+    for name in space.index:
+        if name.endswith("_sync") and f"{name[:-5]}_frequency" in space.index:
+            v[name] = 0.0  # "Seconds": LFOs, chorus, delay, flanger and phaser run free
 
 
 @functools.cache

@@ -86,7 +86,9 @@ def test_uniform_studio_draws_follow_the_real_presets_rates():
     used = np.mean([[r[route.name] != 0.0 for route in space.routes] for r in raws], axis=0)
     expected = [smoothed(v["rate"], prior["presets"]) for v in prior["vocabulary"]]
     assert np.abs(used - expected).max() < 0.07
-    assert all(r["lfo_1_sync"] == 0.0 and r["lfo_2_sync"] == 0.0 for r in raws)
+    synced = [k for k in space.index if k.endswith("_sync")]
+    assert {"lfo_1_sync", "lfo_2_sync", "delay_sync", "chorus_sync"} <= set(synced)
+    assert all(r[k] == 0.0 for r in raws for k in synced)
 
 
 def test_a_studio_patch_exports_and_reimports_as_it_was():
@@ -212,3 +214,42 @@ def test_an_exported_studio_patch_plays_its_procedural_and_harvested_tables():
     elsewhere = _spectrum_db(renderer.render(space.patch_from_raw(other), 48).audio)
     same, differ = np.abs(patched - exported).mean(), np.abs(patched - elsewhere).mean()
     assert same < 1.0 < differ and same < differ / 4
+
+
+def test_tempo_synced_rates_import_as_the_free_rates_they_play():
+    space = get_space("studio")
+    data = base_preset().data
+    settings = data["settings"]
+    # 90 BPM (Vital stores beats per second); LFO 1 at 1/4 (one cycle per beat), dotted;
+    # the delay at 1/8 (two per beat), triplets; LFO 2 frozen
+    settings.update({"beats_per_minute": 1.5, "lfo_1_sync": 2.0, "lfo_1_tempo": 8.0,
+                     "delay_sync": 3.0, "delay_tempo": 9.0, "lfo_2_sync": 1.0,
+                     "lfo_2_tempo": 0.0})
+    preset = parse_preset(json.dumps(data), source="synced", name="synced")
+    raw = space.raw_from_patch(import_preset(preset, space))
+    assert raw["lfo_1_sync"] == raw["delay_sync"] == raw["lfo_2_sync"] == 0.0  # "Seconds"
+    assert 2.0 ** raw["lfo_1_frequency"] == pytest.approx(1.5 * 2 / 3, rel=1e-4)
+    assert 2.0 ** raw["delay_frequency"] == pytest.approx(2 * 1.5 * 3 / 2, rel=1e-4)
+    assert raw["lfo_2_frequency"] == space.params[space.index["lfo_2_frequency"]].lo
+    # core keeps its import as it always was (its datasets' perturbed rows depend on it)
+    core = get_space("core")
+    assert core.raw_from_patch(import_preset(preset, core))["lfo_1_frequency"] == \
+        settings["lfo_1_frequency"]
+
+
+def test_perturbed_seed_presets_move_their_effects_and_routes(real_presets):
+    from synth import load_preset
+
+    seeds = [p for p in real_presets if p.stem in ("Desolate", "JX300P")]
+    sampler = Sampler(SamplerConfig(scope="studio", seed=2, seed_presets=tuple(seeds),
+                                    perturb_fraction=1.0))
+    space = sampler.space
+    own = {p.stem: space.raw_from_patch(import_preset(load_preset(p), space)) for p in seeds}
+    switches = [f"{e}_on" for e in ("chorus", "delay", "reverb", "eq", "distortion")]
+    moved_switch = moved_route = 0
+    for i in range(40):
+        s = sampler.sample(i)
+        raw, seed = space.raw_from_patch(s.patch), own[s.base]
+        moved_switch += any(raw[k] != seed[k] for k in switches)
+        moved_route += any(abs(raw[r.name] - seed[r.name]) > 1e-3 for r in space.routes)
+    assert moved_switch >= 5 and moved_route >= 30
