@@ -5,10 +5,12 @@ This is the ceiling of any matcher in that scope: a perfect model answers the pr
 values for the scope's parameters and the base preset's for everything else. In a scope
 whose oscillators choose wavetables (``studio``), each takes the nearest bank table, with
 the preset left out: the tables the bank holds only because this preset uses them are not
-chosen (``import_preset(..., leave_out=True)``); elsewhere the base's wavetables play. Distance: auraloss's ``MultiResolutionSTFTLoss()`` (default
-arguments) between mono renders at note 60, velocity 0.8, 1.5 s note, 2 s render; the
-preset and its import are rendered ``--renders`` times each and render ``i`` is compared
-with render ``i``. The noise floor is the preset against its own other renders.
+chosen (``import_preset(..., leave_out=True)``); elsewhere the base's wavetables play.
+
+Distance: auraloss's ``MultiResolutionSTFTLoss()`` (default arguments) between mono renders
+at note 60, velocity 0.8, 1.5 s note, 2 s render; the preset and its import are rendered
+``--renders`` times each and render ``i`` is compared with render ``i``. The noise floor is
+the preset against its own other renders.
 
     python benchmarks/scope_ceiling.py --presets ../shared/real-presets --scopes core full studio
 """

@@ -15,11 +15,11 @@ from synth.config import ConfigError
 from synth.files import write_text
 from synth.preset import PresetError, apply_patch, load_preset, save_preset
 from synth.prior import PRIOR_PATH, count
-from synth.wavetables import BANK_PATH, BankError, build_manifest
 from synth.render import RenderConfig, Renderer, RenderError
 from synth.sampling import Sampler, SamplerConfig
 from synth.scopes import SCOPES
 from synth.space import SpaceError, get_space
+from synth.wavetables import BANK_PATH, BankError, build_manifest
 
 log = logging.getLogger("synth")
 REAL_PRESETS_CREDIT = ("Instatetragrammaton (instatetragrammaton/Patches, folder 'Matt Tytel "
