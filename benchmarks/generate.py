@@ -90,16 +90,15 @@ def bare_loop(draws, threads: int, warmup: bool, config, scope: str = "core") ->
     template = Renderer(space, config)
     text, slots = template.prepared_base()
     raws = [space.raw_from_patch(p) for p, _, _ in draws]
-    tables = [p.name for p in space.categorical if p.oscillator]
+    choices = {p.name for p in space.categorical if p.bank}
     texts = []
-    for raw in raws:  # an oscillator that is off plays Vital's init table, as Renderer does
+    for patch, raw in zip((p for p, _, _ in draws), raws, strict=True):
         data = json.loads(text)
-        for name in tables:
-            osc = int(name.split("_")[1])
-            on = raw.get(f"osc_{osc}_on", 1.0) >= 0.5
-            data["settings"]["wavetables"][osc - 1] = space.bank.table(
-                int(raw[name]) if on else space.bank.index("Init"))
-        texts.append(json.dumps(data) if tables else text)
+        for (key, slot), index in space.choices(patch).items():
+            if key == "wavetables" and raw.get(f"osc_{slot}_on", 1.0) < 0.5:
+                index = space.banks[key].index("Init")  # as Renderer does: off plays nothing
+            data["settings"][key][slot - 1] = space.banks[key].table(index)
+        texts.append(json.dumps(data) if choices else text)
 
     def work(part):
         synth = vita.Synth()
@@ -111,7 +110,7 @@ def bare_loop(draws, threads: int, warmup: bool, config, scope: str = "core") ->
                 synth.load_json(texts[k])
                 loaded = texts[k]
             for name, value in raws[k].items():
-                if name in tables:
+                if name in choices:
                     continue
                 key = f"modulation_{slots[name]}_amount" if name in slots else name
                 controls[key].set(value)

@@ -61,7 +61,7 @@ def main() -> None:
         own = renders(preset)
         row = {"floor": distance(own, own[1:] + own[:1])}
         for name, space in spaces.items():
-            patch = import_preset(preset, space, leave_out=space.bank is not None)
+            patch = import_preset(preset, space, leave_out=bool(space.banks))
             imported = apply_patch(base, space, patch)
             row[name] = distance(renders(imported), own)
             row[f"{name}_dropped_routes"] = len(dropped_routes(preset, space))

@@ -94,14 +94,14 @@ class SampleRenderer:
     """
 
     def __init__(self, sampler: dict, seeds: list[tuple[str, str]], render: dict,
-                 max_attempts: int, tables: dict[str, dict] | None = None):
+                 max_attempts: int, tables: dict[str, dict[str, dict]] | None = None):
         presets = [parse_preset(text, source=name, name=name) for name, text in seeds]
         self.sampler = Sampler(SamplerConfig(**sampler), seed_presets=presets)
         space = self.sampler.space
-        # the bank's harvested tables come from the driver: a worker node need not mount
-        # the real presets folder they are read from
-        bank = space.bank.with_tables(tables) if space.bank and tables else None
-        self.renderer = Renderer(space, RenderConfig(**render), bases=presets, bank=bank)
+        # the banks' harvested tables come from the driver (by settings list and class
+        # index): a worker node need not mount the real presets folder they are read from
+        banks = {key: space.banks[key].with_tables(t) for key, t in (tables or {}).items()}
+        self.renderer = Renderer(space, RenderConfig(**render), bases=presets, banks=banks)
         self.max_attempts = max_attempts
 
     def _row(self, sample_id: int) -> dict:
@@ -275,9 +275,8 @@ def _render_missing(loc: Location, config: GenerateConfig, sampler: Sampler,
     progress = ray.remote(num_cpus=0)(_Progress).remote()
     ids = ray.data.from_arrow([pa.table({"id": chunk})
                                for chunk in np.array_split(missing, num_blocks)])
-    bank = sampler.space.bank
-    tables = ({str(i): t for i, t in bank.resolved().items()
-               if bank.entries[i].kind == "harvested"} if bank else None)
+    tables = {key: {str(i): t for i, t in bank.resolved().items()}
+              for key, bank in sampler.space.banks.items()}
     args = json.dumps({"sampler": config.sampler.to_dict(), "seeds": seeds,
                        "render": config.render.to_dict(), "max_attempts": config.max_attempts,
                        "tables": tables})

@@ -231,8 +231,8 @@ class Matcher:
         for i, p in enumerate(self.space.params):
             if p.control is not None:
                 text = display_text(p.control, renderer.synth.get_control_text(p.name))
-            elif p.oscillator is not None:  # a wavetable, by the bank's name for it
-                text = self.space.wavetable_labels()[int(raw[p.name])]
+            elif p.bank is not None:  # a wavetable or LFO shape, by its bank's name for it
+                text = self.space.banks[p.bank].labels[int(raw[p.name])]
             else:  # a route's amount
                 text = f"{raw[p.name]:+.3f}"
             row = {"name": p.name, "value": raw[p.name], "text": text}

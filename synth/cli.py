@@ -11,15 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from synth.audio import write_wav
+from synth.bank import BankError
 from synth.config import ConfigError
 from synth.files import write_text
+from synth.lfo_shapes import LFO_BANK_PATH, build_lfo_manifest
 from synth.preset import PresetError, apply_patch, load_preset, save_preset
 from synth.prior import PRIOR_PATH, count
 from synth.render import RenderConfig, Renderer, RenderError
 from synth.sampling import Sampler, SamplerConfig
 from synth.scopes import SCOPES
 from synth.space import SpaceError, get_space
-from synth.wavetables import BANK_PATH, BankError, build_manifest
+from synth.wavetables import BANK_PATH, build_manifest
 
 log = logging.getLogger("synth")
 REAL_PRESETS_CREDIT = ("Instatetragrammaton (instatetragrammaton/Patches, folder 'Matt Tytel "
@@ -137,24 +139,32 @@ def get_parser() -> argparse.ArgumentParser:
                                    "sampler's rates) as JSON.")
     _add_presets_args(p, PRIOR_PATH)
 
-    p = sub.add_parser("bank", help="write the wavetable bank's manifest",
-                       description="Write the studio scope's wavetable bank: Vital's init saw, "
-                                   "the basic shapes, the procedural family and every "
-                                   "distinct wavetable of a folder of real presets (named by "
-                                   "preset, oscillator and sha256; the data stays in the "
-                                   "presets, read when first needed).")
-    _add_presets_args(p, BANK_PATH)
+    p = sub.add_parser("bank", help="write the wavetable and LFO shape banks' manifests",
+                       description="Write the studio scope's banks: the wavetables (Vital's "
+                                   "init saw, the basic shapes, the procedural family) and the "
+                                   "LFO shapes (Vital's triangle and standard shapes), each "
+                                   "with every distinct one of a folder of real presets (named "
+                                   "by preset, slot and sha256; the data stays in the presets, "
+                                   "read when first needed).")
+    p.add_argument("--presets", type=Path, required=True, help="folder of .vital presets")
+    p.add_argument("--out-dir", type=Path, default=BANK_PATH.parent,
+                   help="where wavetable_bank.json and lfo_shape_bank.json go (default "
+                        f"{BANK_PATH.parent.relative_to(BANK_PATH.parents[2])})")
+    p.add_argument("--credit", default=REAL_PRESETS_CREDIT,
+                   help="the presets' author and licence, kept in the files")
     return parser
 
 
 def cmd_bank(args: argparse.Namespace) -> None:
     paths = _preset_paths(args.presets)
-    manifest = build_manifest(paths, args.credit)
-    write_text(args.out, json.dumps(manifest, indent=1) + "\n")
-    kinds = [e["kind"] for e in manifest["entries"]]
-    log.info("wrote %s (%d tables: %d basic, %d procedural, %d harvested from %d presets)",
-             args.out, len(kinds), kinds.count("basic"), kinds.count("procedural"),
-             kinds.count("harvested"), len(paths))
+    for manifest, path in ((build_manifest(paths, args.credit), BANK_PATH),
+                           (build_lfo_manifest(paths, args.credit), LFO_BANK_PATH)):
+        out = args.out_dir / path.name
+        write_text(out, json.dumps(manifest, indent=1) + "\n")
+        kinds = [e["kind"] for e in manifest["entries"]]
+        log.info("wrote %s (%d entries: %d built in, %d harvested from %d presets)", out,
+                 len(kinds), len(kinds) - kinds.count("harvested"), kinds.count("harvested"),
+                 len(paths))
 
 
 def cmd_prior(args: argparse.Namespace) -> None:

@@ -131,21 +131,24 @@ def route_slot(settings: dict, source: str, destination: str) -> int | None:
 
 
 def raw_values(preset: Preset, space: ParameterSpace,
-               exclude: frozenset[int] = frozenset()) -> dict[str, float]:
+               exclude: dict[str, frozenset[int]] | None = None) -> dict[str, float]:
     """The raw value of every parameter of ``space`` in ``preset``.
 
     Controls missing from older presets take vita's default; a route that is not
-    connected has amount 0; an oscillator's wavetable is its own when the bank has it,
-    else the nearest bank table (``exclude``: class indices not to choose).
+    connected has amount 0; an oscillator's wavetable and an LFO's shape are its own when
+    the bank has it, else the nearest bank table (``exclude``: class indices not to choose,
+    by bank).
     """
+    exclude = exclude or {}
     settings = preset.settings
     values = {}
-    tables = settings.get("wavetables", [])
     for p in space.params:
-        if p.oscillator is not None:
-            own = tables[p.oscillator - 1] if len(tables) >= p.oscillator else None
-            values[p.name] = (float(space.bank.nearest(own, exclude)) if isinstance(own, dict)
-                              else p.default)
+        if p.bank is not None:
+            tables = settings.get(p.bank, [])
+            own = tables[p.slot - 1] if len(tables) >= p.slot else None
+            skip = exclude.get(p.bank, frozenset())
+            values[p.name] = (float(space.banks[p.bank].nearest(own, skip))
+                              if isinstance(own, dict) else p.default)
         elif p.route is None:
             values[p.name] = float(settings.get(p.name, p.default))
         else:
@@ -208,8 +211,8 @@ def import_preset(preset: Preset, space: ParameterSpace, *, leave_out: bool = Fa
     In a scope whose draws run free (``studio``), tempo-synced rates are imported as the
     free rates they play at the preset's saved tempo (:func:`free_running`).
 
-    ``leave_out``: choose no wavetable that the bank holds only because this preset
-    uses it (for measuring how well the bank covers presets it was not built from).
+    ``leave_out``: choose no wavetable or LFO shape that a bank holds only because this
+    preset uses it (for measuring how well the bank covers presets it was not built from).
     """
     if space.scope.real_rates and (preset.digest, space.id) not in _warned:
         _warned.add((preset.digest, space.id))
@@ -218,8 +221,8 @@ def import_preset(preset: Preset, space: ParameterSpace, *, leave_out: bool = Fa
             log.warning("%s: %d modulation routes outside the %s scope's vocabulary are "
                         "dropped: %s", preset.name, len(dropped), space.name, ", ".join(dropped))
     try:
-        exclude = (space.bank.left_out(preset.digest) if leave_out and space.bank
-                   else frozenset())
+        exclude = ({key: bank.left_out(preset.digest) for key, bank in space.banks.items()}
+                   if leave_out else {})
         values = raw_values(preset, space, exclude)
         if space.scope.real_rates:
             free_running(values, preset.settings, space)
@@ -234,15 +237,16 @@ def apply_patch(base: Preset, space: ParameterSpace, patch: Patch, *,
     """A new preset: ``base`` with the in-scope values of ``patch``.
 
     Routes are written to the slot that already connects them, else to the first
-    empty slot (only when the amount is non-zero). Wavetables chosen from the bank are
-    written into ``settings.wavetables``, so the file plays them in Vital.
+    empty slot (only when the amount is non-zero). Wavetables and LFO shapes chosen from a
+    bank are written into ``settings.wavetables`` and ``settings.lfos``, so the file plays
+    them in Vital.
     """
     data = copy.deepcopy(base.data)
     settings = data["settings"]
     for key, value in space.raw_from_patch(patch).items():
         p = space.params[space.index[key]]
-        if p.oscillator is not None:
-            settings["wavetables"][p.oscillator - 1] = space.bank.table(int(value))
+        if p.bank is not None:
+            settings[p.bank][p.slot - 1] = space.banks[p.bank].table(int(value))
             continue
         if p.route is None:
             settings[key] = value

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import vita
 
+from synth.bank import Bank
 from synth.base import BASE_NAME, base_preset
 from synth.config import require
 from synth.preset import Preset, connect_route, route_slot
 from synth.space import ParameterSpace, Patch
-from synth.wavetables import WavetableBank
 
 
 class RenderError(RuntimeError):
@@ -128,15 +128,16 @@ class Renderer:
         config: how to render.
         bases: extra base presets (for example perturbation seeds), by ``Preset.name``;
             the synthmatch base preset is always available as ``"synthmatch-base"``.
-        bank: the wavetable bank, for a scope whose oscillators choose wavetables; default
-            the space's own (harvested tables read from the real presets folder). Give
-            one made by ``WavetableBank.with_tables`` where that folder is not mounted.
+        banks: the banks of a scope that chooses wavetables or LFO shapes, by settings list
+            (``"wavetables"``, ``"lfos"``); default the space's own (harvested tables read
+            from the real presets folder). Give ones made by ``Bank.with_tables`` where that
+            folder is not mounted.
     """
 
     def __init__(self, space: ParameterSpace, config: RenderConfig | None = None,
-                 bases: Iterable[Preset] = (), bank: WavetableBank | None = None):
+                 bases: Iterable[Preset] = (), banks: dict[str, Bank] | None = None):
         self.space = space
-        self.bank = bank or space.bank
+        self.banks = {**space.banks, **(banks or {})}
         self.config = config or RenderConfig()
         self.synth = vita.Synth()
         self.synth.set_sample_rate(self.config.sample_rate)
@@ -144,9 +145,10 @@ class Renderer:
         self._bases: dict[str, tuple[str, dict[str, int]]] = {}
         for preset in (base_preset(), *bases):
             self._bases[preset.name] = self._prepare(preset)
-        self._current: tuple | None = None  # (base, wavetables) the synth holds
-        self._table_params = {p.name for p in space.categorical if p.oscillator}
-        self._init_table = self.bank.index("Init") if self.bank is not None else -1
+        self._current: tuple | None = None  # (base, bank choices) the synth holds
+        self._choice_params = {p.name for p in space.categorical if p.bank}
+        self._init_table = (self.banks["wavetables"].index("Init")
+                            if "wavetables" in self.banks else -1)
 
     def _prepare(self, preset: Preset) -> tuple[str, dict[str, int]]:
         """The base's JSON with every route connected, and each route's slot."""
@@ -168,19 +170,20 @@ class Renderer:
         """A base preset's JSON with every route connected, and each route's slot (1-based)."""
         return self._bases[name]
 
-    def _load(self, base: str, tables: dict[int, int] | None = None) -> dict[str, int]:
-        """Load ``base`` (with each oscillator's wavetable from the bank, by class index,
-        where ``tables`` gives them) unless the synth already holds it."""
+    def _load(self, base: str, choices: dict[tuple[str, int], int] | None = None
+              ) -> dict[str, int]:
+        """Load ``base`` (with the bank tables ``choices`` names: ``(settings list, slot) ->
+        class index``) unless the synth already holds it."""
         if base not in self._bases:
             raise RenderError(f"unknown base preset {base!r}; this renderer has "
                               f"{sorted(self._bases)}")
         text, slots = self._bases[base]
-        key = (base, tuple(sorted((tables or {}).items())))
+        key = (base, tuple(sorted((choices or {}).items())))
         if key != self._current:
-            if tables:
+            if choices:
                 data = json.loads(text)
-                for osc, index in tables.items():
-                    data["settings"]["wavetables"][osc - 1] = self.bank.table(index)
+                for (name, slot), index in choices.items():
+                    data["settings"][name][slot - 1] = self.banks[name].table(index)
                 text = json.dumps(data)
             if not self.synth.load_json(text):
                 raise RenderError(f"vita could not load base preset {base!r}")
@@ -189,16 +192,18 @@ class Renderer:
 
     def apply(self, patch: Patch, base: str = BASE_NAME) -> None:
         """Set the synth to ``base`` with ``patch``'s values (routes as their slot amounts,
-        wavetables loaded from the bank)."""
+        wavetables and LFO shapes loaded from their banks)."""
         raw = self.space.raw_from_patch(patch)
+        choices = self.space.choices(patch)
         # An oscillator that is off plays nothing, so it gets Vital's one-frame init table:
         # building a table's 257 frames is most of a load's cost (about 40 ms for one of
         # several keyframes, against 11 ms for a whole base with init tables).
-        tables = {osc: index if raw.get(f"osc_{osc}_on", 1.0) >= 0.5 else self._init_table
-                  for osc, index in self.space.wavetables(patch).items()}
-        slots = self._load(base, tables)
+        for (name, slot) in choices:
+            if name == "wavetables" and raw.get(f"osc_{slot}_on", 1.0) < 0.5:
+                choices[(name, slot)] = self._init_table
+        slots = self._load(base, choices)
         for name, value in raw.items():
-            if name in self._table_params:
+            if name in self._choice_params:
                 continue
             slot = slots.get(name)
             key = f"modulation_{slot}_amount" if slot is not None else name

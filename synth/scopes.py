@@ -90,8 +90,9 @@ class ScopeDef:
     # uniform draws turn effects on and use routes at real presets' rates
     # (synth/data/studio_prior.json) rather than always using every route
     real_rates: bool = False
-    # each oscillator chooses its wavetable from the bank (synth/wavetables.py)
-    wavetables: bool = False
+    # banks chosen from by class index: "wavetables" (each oscillator's, synth/wavetables.py)
+    # and "lfos" (LFOs 1-2's shapes, synth/lfo_shapes.py)
+    banks: tuple[str, ...] = ()
 
     def includes(self, control: Control) -> bool:
         if never_learned_reason(control.name) is not None:
@@ -112,10 +113,10 @@ SCOPES: dict[str, ScopeDef] = {
     "studio": ScopeDef(
         "studio",
         "oscillators 1-3, filters 1-2, the sample source, envelopes 1-3, LFOs 1-2, every "
-        "effect, volume, each oscillator's wavetable from the bank "
-        "(synth/data/wavetable_bank.json), and the 24 modulation routes real presets use "
-        "most (synth/data/studio_prior.json)",
+        "effect, volume, each oscillator's wavetable and each LFO's shape from a bank "
+        "(synth/data/wavetable_bank.json, lfo_shape_bank.json), and the 24 modulation "
+        "routes real presets use most (synth/data/studio_prior.json)",
         _studio_routes(), _STUDIO_MODULES, frozenset({"volume"}), real_rates=True,
-        wavetables=True,
+        banks=("wavetables", "lfos"),
     ),
 }

@@ -17,10 +17,14 @@ from typing import Literal
 
 import numpy as np
 
+from synth.bank import Bank
 from synth.controls import VITA_VERSION, Control, discover_controls
+from synth.lfo_shapes import get_lfo_bank
 from synth.scales import UnitMap, Warp, warp_for
 from synth.scopes import SCOPES, ModRoute, never_learned_reason
-from synth.wavetables import WavetableBank, get_bank
+from synth.wavetables import get_bank
+
+_BANKS = {"wavetables": get_bank, "lfos": get_lfo_bank}
 
 SPACE_FORMAT = 1
 
@@ -32,7 +36,7 @@ class SpaceError(ValueError):
 @dataclass(frozen=True)
 class Param:
     """One learned parameter: a Vital control, the amount of a fixed modulation route, or
-    an oscillator's wavetable (a class index into the bank)."""
+    a choice from a bank (an oscillator's wavetable, an LFO's shape: a class index)."""
 
     name: str
     kind: Literal["continuous", "categorical"]
@@ -45,7 +49,8 @@ class Param:
     control: Control | None  # None for a route
     route: ModRoute | None  # None for a control
     switch: str | None  # the "<module>_on" control that silences this one, if any
-    oscillator: int | None = None  # for an oscillator's wavetable choice: 1, 2 or 3
+    bank: str | None = None  # a bank choice: the settings list it fills ("wavetables", "lfos")
+    slot: int | None = None  # ... and which entry of it (1-based: the oscillator or LFO)
 
     def definition(self) -> list:
         """What identifies this parameter in the space id."""
@@ -68,15 +73,21 @@ def _route_param(route: ModRoute) -> Param:
                  None, route, None)
 
 
-# the base preset's tables: basic shapes on oscillators 1-2, Vital's init saw on 3
-_BASE_TABLES = {1: "Basic Shapes", 2: "Basic Shapes", 3: "Init"}
+# The base preset's choices: basic shapes on oscillators 1-2, Vital's init saw on 3, and
+# Vital's init triangle on every LFO.
+_BASE_CHOICES = {("wavetables", 1): "Basic Shapes", ("wavetables", 2): "Basic Shapes",
+                 ("wavetables", 3): "Init", ("lfos", 1): "Triangle", ("lfos", 2): "Triangle"}
+BANK_SLOTS = {"wavetables": (1, 2, 3), "lfos": (1, 2)}  # what a scope with the bank chooses
 
 
-def _wavetable_param(oscillator: int, bank: WavetableBank) -> Param:
-    default = float(bank.index(_BASE_TABLES[oscillator]))
-    return Param(f"osc_{oscillator}_wavetable", "categorical", f"osc_{oscillator}", 0.0,
-                 float(len(bank) - 1), default, None, len(bank), None, None,
-                 f"osc_{oscillator}_on", oscillator)
+def _choice_param(key: str, slot: int, bank: Bank) -> Param:
+    default = float(bank.index(_BASE_CHOICES[(key, slot)]))
+    if key == "wavetables":
+        name, module, switch = f"osc_{slot}_wavetable", f"osc_{slot}", f"osc_{slot}_on"
+    else:
+        name, module, switch = f"lfo_{slot}_shape", f"lfo_{slot}", None
+    return Param(name, "categorical", module, 0.0, float(len(bank) - 1), default, None,
+                 len(bank), None, None, switch, key, slot)
 
 
 @dataclass(frozen=True)
@@ -111,9 +122,9 @@ class ParameterSpace:
         chosen = [_control_param(c, switches) for c in self.controls.values()
                   if self.scope.includes(c)]
         chosen += [_route_param(r) for r in self.scope.routes]
-        self.bank: WavetableBank | None = get_bank() if self.scope.wavetables else None
-        if self.bank is not None:
-            chosen += [_wavetable_param(n, self.bank) for n in (1, 2, 3)]
+        self.banks: dict[str, Bank] = {key: _BANKS[key]() for key in self.scope.banks}
+        chosen += [_choice_param(key, slot, bank) for key, bank in self.banks.items()
+                   for slot in BANK_SLOTS[key]]
         self.continuous: tuple[Param, ...] = tuple(p for p in chosen if p.kind == "continuous")
         self.categorical: tuple[Param, ...] = tuple(p for p in chosen if p.kind == "categorical")
         self.params: tuple[Param, ...] = self.continuous + self.categorical
@@ -147,8 +158,8 @@ class ParameterSpace:
             "vita": VITA_VERSION,
             "params": [p.definition() for p in self.params],
         }
-        if self.bank is not None:
-            definition["wavetable_bank"] = self.bank.id
+        if self.banks:
+            definition["banks"] = {key: bank.id for key, bank in self.banks.items()}
         return definition
 
     @functools.cached_property
@@ -237,25 +248,24 @@ class ParameterSpace:
             rows.append({
                 "name": p.name, "module": p.module, "kind": p.kind,
                 "min": p.lo, "max": p.hi, "default": p.default,
-                "scale": c.scale if c else "bank" if p.oscillator else "linear",
+                "scale": c.scale if c else "bank" if p.bank else "linear",
                 "mapping": p.warp.value if p.warp else f"{p.num_classes} classes",
                 "units": c.units if c else "",
                 "options": (list(c.options) if c and p.kind == "categorical"
-                            else self.wavetable_labels() if p.oscillator else []),
+                            else self.banks[p.bank].labels if p.bank else []),
             })
         return rows
 
-    def wavetable_labels(self) -> list[str]:
-        """The bank's tables by class index, named as a user would know them."""
-        return [e.label for e in self.bank.entries] if self.bank is not None else []
+    def choices(self, patch: Patch) -> dict[tuple[str, int], int]:
+        """Each bank choice in ``patch``: ``(settings list, slot) -> class index`` (empty for
+        scopes without banks)."""
+        k = len(self.continuous)
+        return {(p.bank, p.slot): int(patch.categorical[self.index[p.name] - k])
+                for p in self.categorical if p.bank}
 
     def wavetables(self, patch: Patch) -> dict[int, int]:
         """Each oscillator's wavetable class in ``patch`` (empty for scopes without)."""
-        if self.bank is None:
-            return {}
-        k = len(self.continuous)
-        return {p.oscillator: int(patch.categorical[self.index[p.name] - k])
-                for p in self.categorical if p.oscillator}
+        return {slot: i for (key, slot), i in self.choices(patch).items() if key == "wavetables"}
 
     def excluded(self) -> dict[str, str]:
         """Controls left out of this scope, with the reason."""

@@ -11,10 +11,8 @@ The bank holds three families, in this order of class index:
   odd/even balance, a formant's position, width and height, a pulse-width comb), one
   spectrum at the first frame and another at the last, morphed spectrally between;
 - **harvested**: every distinct wavetable of the real presets in ``../shared/real-presets``
-  (CC BY 4.0, credited in the manifest). They are *referenced*, not copied: the manifest
-  ``synth/data/wavetable_bank.json`` names each table's preset, oscillator and sha256,
-  and the data is read from the presets folder when a harvested table is first needed
-  (``SYNTHMATCH_PRESETS``, default ``../shared/real-presets`` beside the repository).
+  (CC BY 4.0, credited in ``synth/data/wavetable_bank.json``), referenced, not copied
+  (see :mod:`synth.bank`).
 
 ``python -m synth bank --presets ../shared/real-presets`` writes the manifest. A patch
 names its wavetables by class index; the renderer loads them and ``apply_patch`` writes
@@ -26,40 +24,36 @@ nearest bank table by :func:`fingerprint` distance: the harmonic spectra of five
 
 from __future__ import annotations
 
+import atexit
 import base64
 import copy
 import functools
-import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import vita
 
+from synth.bank import VERSION, Bank, BankError, Entry, harvest_entries, load_manifest
+from synth.bank import sound_digest as _sound_digest
+
 BANK_PATH = Path(__file__).resolve().parent / "data" / "wavetable_bank.json"
 FORMAT = "synthmatch-wavetable-bank"
-VERSION = 1
 WAVE_SIZE = 2048  # samples per wavetable frame, Vital's fixed size
 LAST_FRAME = 256  # Vital's frames are 0..256
 PROCEDURAL_COUNT = 32
 PROCEDURAL_SEED = 0x7AB1E
-PRESETS_ENV = "SYNTHMATCH_PRESETS"
-DEFAULT_PRESETS = Path(__file__).resolve().parents[2] / "shared" / "real-presets"
 _SHAPE_POSITIONS = (0, 85, 170, 256)  # basic shapes' keyframes
 
 
-class BankError(RuntimeError):
-    """The bank or one of its tables cannot be used; the message names which and why."""
+_SOUND_KEYS = ("groups", "full_normalize", "remove_all_dc")
 
 
 def sound_digest(table: dict) -> str:
     """sha256 of what makes a wavetable sound as it does (its components and normalisation;
     not its name, author or version)."""
-    sound = {k: table.get(k) for k in ("groups", "full_normalize", "remove_all_dc")}
-    blob = json.dumps(sound, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return _sound_digest(table, _SOUND_KEYS)
 
 
 @functools.cache
@@ -169,139 +163,22 @@ def procedural_table(name: str, start: Spectrum, end: Spectrum) -> dict:
 
 
 # --- the bank ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Entry:
-    """One bank table. ``sources``: for harvested tables, every preset oscillator that
-    uses it (``{"preset", "sha256" (file), "digest" (preset JSON), "oscillator"}``);
-    ``recipe``: for procedural ones, the two :class:`Spectrum` as dicts."""
+class WavetableBank(Bank):
+    """The oscillators' wavetables by class index (``settings.wavetables``)."""
 
-    index: int
-    name: str
-    kind: str  # "basic", "procedural" or "harvested"
-    digest: str  # sound_digest of the table
-    sources: tuple[dict, ...] = ()
-    recipe: tuple[dict, ...] = ()
+    format = FORMAT
+    settings_key = "wavetables"
+    sound_keys = _SOUND_KEYS
+    what = "wavetable"
 
-    @property
-    def label(self) -> str:
-        if self.kind == "harvested":
-            return f"{self.name} ({self.sources[0]['preset']})"
-        return self.name
+    def builtin(self, entry: Entry) -> dict:
+        if entry.kind == "basic":
+            return init_table() if entry.name == "Init" else basic_shapes_table()
+        start, end = (Spectrum(**r) for r in entry.recipe)
+        return procedural_table(entry.name, start, end)
 
-
-class WavetableBank:
-    """The bank's tables by class index. Harvested tables are read from ``presets`` (a
-    folder of the real presets) the first time one is needed.
-
-    Args:
-        manifest: the parsed ``wavetable_bank.json``.
-        presets: where the harvested tables' presets are; ``None`` for ``$SYNTHMATCH_PRESETS``
-            or ``../shared/real-presets`` beside the repository.
-    """
-
-    def __init__(self, manifest: dict, presets: str | os.PathLike | None = None):
-        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-            raise BankError(f"not a version-{VERSION} {FORMAT} manifest: "
-                            f"{manifest.get('format')!r} version {manifest.get('version')!r}")
-        self.manifest = manifest
-        self.credit: str = manifest.get("credit", "")
-        self.entries: tuple[Entry, ...] = tuple(
-            Entry(i, e["name"], e["kind"], e["digest"], tuple(e.get("sources", ())),
-                  tuple(e.get("recipe", ())))
-            for i, e in enumerate(manifest["entries"]))
-        self.presets = Path(presets or os.environ.get(PRESETS_ENV) or DEFAULT_PRESETS)
-        self._tables: dict[int, dict] = {}
-        for e in self.entries:
-            if e.kind == "basic":
-                self._tables[e.index] = (init_table() if e.name == "Init"
-                                         else basic_shapes_table())
-            elif e.kind == "procedural":
-                start, end = (Spectrum(**r) for r in e.recipe)
-                self._tables[e.index] = procedural_table(e.name, start, end)
-        self._by_digest = {e.digest: e.index for e in self.entries}
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    @functools.cached_property
-    def id(self) -> str:
-        """Identifies the bank's contents: a hash of its entries (names, kinds, digests)."""
-        blob = json.dumps(self.manifest["entries"], sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    def index(self, name: str) -> int:
-        for e in self.entries:
-            if e.name == name and e.kind == "basic":
-                return e.index
-        raise BankError(f"no basic table named {name!r}")
-
-    def table(self, index: int) -> dict:
-        """A copy of table ``index``'s JSON, ready for ``settings.wavetables``."""
-        if not 0 <= index < len(self.entries):
-            raise BankError(f"wavetable class {index} is outside 0..{len(self.entries) - 1}")
-        if index not in self._tables:
-            self._harvest()
-        return copy.deepcopy(self._tables[index])
-
-    def _harvest(self) -> None:
-        """Read every harvested table from the presets folder and check its digest."""
-        for e in self.entries:
-            if e.kind != "harvested" or e.index in self._tables:
-                continue
-            src = e.sources[0]
-            path = self.presets / src["preset"]
-            if not path.is_file():
-                raise BankError(
-                    f"wavetable {e.index} ({e.label}) is read from {path}, which does not "
-                    f"exist; set {PRESETS_ENV} to the folder of the real presets "
-                    "(../shared/real-presets)")
-            table = json.loads(path.read_bytes())["settings"]["wavetables"][src["oscillator"] - 1]
-            if sound_digest(table) != e.digest:
-                raise BankError(f"wavetable {e.index} ({e.label}) in {path} is not the one "
-                                "the bank was built from (its digest differs)")
-            self._tables[e.index] = table
-
-    def resolved(self) -> dict[int, dict]:
-        """Every table by index (harvested ones read now): to ship to workers that cannot
-        see the presets folder, with :meth:`with_tables`."""
-        self._harvest()
-        return {i: copy.deepcopy(t) for i, t in self._tables.items()}
-
-    def with_tables(self, tables: dict[int, dict]) -> WavetableBank:
-        """This bank with harvested tables given rather than read (see :meth:`resolved`)."""
-        bank = WavetableBank(self.manifest, self.presets)
-        for i, t in tables.items():
-            i = int(i)
-            if sound_digest(t) != bank.entries[i].digest:
-                raise BankError(f"wavetable {i} given does not match the bank's digest")
-            bank._tables[i] = t
-        return bank
-
-    def find(self, table: dict) -> int | None:
-        """The class index of ``table`` when the bank has it (same sound), else None."""
-        return self._by_digest.get(sound_digest(table))
-
-    def left_out(self, preset_digest: str) -> frozenset[int]:
-        """Harvested tables that only the preset with ``preset_digest`` uses: a
-        leave-one-out import of that preset must not choose them."""
-        return frozenset(e.index for e in self.entries if e.kind == "harvested"
-                         and {s["digest"] for s in e.sources} == {preset_digest})
-
-    def nearest(self, table: dict, exclude: frozenset[int] = frozenset()) -> int:
-        """The bank table nearest ``table``: its own when the bank has it (and it is not
-        excluded), else the least :func:`fingerprint` distance."""
-        own = self.find(table)
-        if own is not None and own not in exclude:
-            return own
-        target = fingerprint(json.dumps(table))
-        best, best_d = -1, np.inf
-        for e in self.entries:
-            if e.index in exclude:
-                continue
-            d = fingerprint_distance(target, fingerprint(json.dumps(self.table(e.index))))
-            if d < best_d:
-                best, best_d = e.index, d
-        return best
+    def fingerprint(self, table: dict) -> np.ndarray:
+        return fingerprint(json.dumps(table))
 
 
 # --- spectral fingerprints --------------------------------------------------------------
@@ -313,9 +190,12 @@ _FLOOR_DB = -60.0
 
 @functools.cache
 def _probe() -> tuple[vita.Synth, dict]:
-    """A synth playing Vital's init preset (oscillator 1 alone, no filter, no effects)."""
+    """A synth playing Vital's init preset (oscillator 1 alone, no filter, no effects).
+    Dropped at exit: a synth still alive when the interpreter tears vita's module down makes
+    nanobind abort the process."""
     synth = vita.Synth()
     data = json.loads(synth.to_json())
+    atexit.register(_probe.cache_clear)
     return synth, data
 
 
@@ -348,7 +228,8 @@ def fingerprint(table_json: str) -> np.ndarray:
 
 
 def fingerprint_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute dB difference between two fingerprints."""
+    """Mean absolute dB difference between two fingerprints (what :meth:`Bank.nearest`
+    minimises)."""
     return float(np.mean(np.abs(a - b)))
 
 
@@ -356,47 +237,25 @@ def fingerprint_distance(a: np.ndarray, b: np.ndarray) -> float:
 def build_manifest(paths: list[Path], credit: str = "") -> dict:
     """The bank manifest: basic tables, the procedural family, and every distinct
     wavetable of the presets at ``paths`` that is not already in the bank."""
-    from synth.preset import load_preset  # synth.preset imports this module
-
-    entries: list[dict] = [
+    builtin: list[dict] = [
         {"name": "Init", "kind": "basic", "digest": sound_digest(init_table())},
         {"name": "Basic Shapes", "kind": "basic", "digest": sound_digest(basic_shapes_table())},
     ]
     for i, (start, end) in enumerate(procedural_recipes()):
         name = f"Procedural {i + 1:02d}"
-        entries.append({"name": name, "kind": "procedural",
+        builtin.append({"name": name, "kind": "procedural",
                         "digest": sound_digest(procedural_table(name, start, end)),
                         "recipe": [asdict(start), asdict(end)]})
-    known = {e["digest"]: e for e in entries}
-    for path in sorted(paths):
-        preset = load_preset(path)
-        file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        for osc, table in enumerate(preset.settings.get("wavetables", [])[:3], start=1):
-            digest = sound_digest(table)
-            source = {"preset": path.name, "sha256": file_sha, "digest": preset.digest,
-                      "oscillator": osc}
-            if digest not in known:
-                known[digest] = {"name": table.get("name") or f"{path.stem} {osc}",
-                                 "kind": "harvested", "digest": digest, "sources": []}
-                entries.append(known[digest])
-            if known[digest]["kind"] == "harvested":
-                known[digest]["sources"].append(source)
     return {"format": FORMAT, "version": VERSION, "credit": credit,
             "procedural": {"count": PROCEDURAL_COUNT, "seed": PROCEDURAL_SEED},
-            "entries": entries}
+            "entries": harvest_entries(WavetableBank, builtin, paths, slots=3)}
 
 
 @functools.cache
 def get_bank() -> WavetableBank:
     """The shipped bank (``synth/data/wavetable_bank.json``)."""
-    try:
-        manifest = json.loads(BANK_PATH.read_text())
-    except FileNotFoundError:
-        raise BankError(f"{BANK_PATH} is missing; write it with `python -m synth bank "
-                        "--presets ../shared/real-presets`") from None
-    return WavetableBank(manifest)
+    return WavetableBank(load_manifest(BANK_PATH))
 
 
-__all__ = ["BankError", "Entry", "Spectrum", "WavetableBank", "basic_shapes_table",
-           "build_manifest", "fingerprint", "get_bank", "init_table", "sound_digest",
-           "wave_table"]
+__all__ = ["BankError", "Spectrum", "WavetableBank", "basic_shapes_table", "build_manifest",
+           "fingerprint", "get_bank", "init_table", "sound_digest", "wave_table"]

@@ -19,11 +19,12 @@ from synth import (
     import_preset,
     parse_preset,
 )
+from synth.bank import BankError
+from synth.lfo_shapes import LFO_BANK_PATH, get_lfo_bank, line_shape, shape_curve
 from synth.preset import dropped_routes
 from synth.prior import PRIOR_PATH, VOCABULARY_SIZE, count, smoothed, studio_prior
 from synth.wavetables import (
     BANK_PATH,
-    BankError,
     Spectrum,
     WavetableBank,
     fingerprint,
@@ -46,18 +47,19 @@ def test_the_shipped_prior_is_the_count_of_the_real_presets(real_presets):
     assert counts == sorted(counts, reverse=True)
 
 
-def _written_by(command: str, real_presets, tmp_path) -> dict:
-    """What ``python -m synth COMMAND --presets <real presets>`` writes."""
-    out = tmp_path / f"{command}.json"
+def _written_by(command: str, real_presets, tmp_path, *out: str) -> dict:
+    """What ``python -m synth COMMAND --presets <real presets>`` writes, by file name."""
+    target = ["--out-dir", str(tmp_path)] if command == "bank" else ["-o", str(tmp_path / out[0])]
     done = subprocess.run([sys.executable, "-m", "synth", command, "--presets",
-                           str(real_presets[0].parent), "-o", str(out)],
+                           str(real_presets[0].parent), *target],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    return json.loads(out.read_text())
+    return {name: json.loads((tmp_path / name).read_text()) for name in out}
 
 
 def test_the_prior_command_writes_the_same_file(real_presets, tmp_path):
-    assert _written_by("prior", real_presets, tmp_path) == json.loads(PRIOR_PATH.read_text())
+    written = _written_by("prior", real_presets, tmp_path, "prior.json")["prior.json"]
+    assert written == json.loads(PRIOR_PATH.read_text())
 
 
 def test_the_studio_space_and_its_table():
@@ -127,16 +129,20 @@ def _spectrum_db(audio: np.ndarray) -> np.ndarray:
     return 20 * np.log10(np.abs(np.fft.rfft(frames, axis=1)).mean(axis=0) + 1e-7)
 
 
-def test_the_shipped_bank_is_what_the_bank_command_writes(real_presets, tmp_path):
-    assert _written_by("bank", real_presets, tmp_path) == json.loads(BANK_PATH.read_text())
-    bank = get_bank()
-    kinds = [e.kind for e in bank.entries]
-    assert kinds[:2] == ["basic", "basic"] and kinds.count("procedural") == 32
-    assert kinds.count("harvested") > 10 and "CC BY 4.0" in bank.credit
-    # every harvested table is read from its preset and is what the manifest names
-    tables = bank.resolved()
-    assert len(tables) == len(bank)
-    assert len({sound_digest(t) for t in tables.values()}) == len(bank)  # no duplicates
+def test_the_shipped_banks_are_what_the_bank_command_writes(real_presets, tmp_path):
+    written = _written_by("bank", real_presets, tmp_path, BANK_PATH.name, LFO_BANK_PATH.name)
+    assert written == {path.name: json.loads(path.read_text())
+                       for path in (BANK_PATH, LFO_BANK_PATH)}
+    for bank, built_in in ((get_bank(), 34), (get_lfo_bank(), 7)):
+        kinds = [e.kind for e in bank.entries]
+        assert len(kinds) - kinds.count("harvested") == built_in
+        assert kinds.count("harvested") > 10 and "CC BY 4.0" in bank.credit
+        # every harvested table is read from its preset and is what the manifest names
+        tables = bank.resolved()
+        assert sorted(tables) == [e.index for e in bank.entries if e.kind == "harvested"]
+        digests = {bank.digest(bank.table(i)) for i in range(len(bank))}
+        assert len(digests) == len(bank)  # no table twice
+    assert [e.kind for e in get_bank().entries].count("procedural") == 32
 
 
 def test_a_harvested_table_without_its_presets_folder_is_a_clear_error(tmp_path):
@@ -253,3 +259,48 @@ def test_perturbed_seed_presets_move_their_effects_and_routes(real_presets):
         moved_switch += any(raw[k] != seed[k] for k in switches)
         moved_route += any(abs(raw[r.name] - seed[r.name]) > 1e-3 for r in space.routes)
     assert moved_switch >= 5 and moved_route >= 30
+
+
+# --- the LFO shape bank -------------------------------------------------------------------
+def test_lfo_shapes_are_compared_by_the_curve_vital_draws():
+    x = (np.arange(64) + 0.5) / 64
+    ramp = line_shape("up", [(0.0, 1.0), (1.0, 0.0)], [0.0, 0.0], False)
+    np.testing.assert_allclose(shape_curve(ramp), x)  # y = 0 is the top in Vital
+    square = line_shape("sq", [(0.0, 0.0), (0.5, 0.0), (0.5, 1.0), (1.0, 1.0)], [0.0] * 4,
+                        False)
+    np.testing.assert_allclose(shape_curve(square), np.where(x < 0.5, 1.0, 0.0))
+    bent = line_shape("bent", [(0.0, 1.0), (1.0, 0.0)], [4.0, 0.0], False)
+    np.testing.assert_allclose(shape_curve(bent), np.expm1(4 * x) / np.expm1(4.0))
+    lfo = get_lfo_bank()
+    triangle = shape_curve(lfo.table(lfo.index("Triangle")))
+    np.testing.assert_allclose(triangle, 1 - np.abs(1 - 2 * x), atol=1e-12)
+
+
+def test_studio_lfos_choose_a_shape_that_imports_exports_and_plays(real_presets):
+    from synth import load_preset
+
+    space, lfo = get_space("studio"), get_lfo_bank()
+    assert {"lfo_1_shape", "lfo_2_shape"} <= set(space.index)
+    preset = load_preset(next(p for p in real_presets if p.stem == "WorldOneIntro"))
+    own = lfo.find(preset.settings["lfos"][0])
+    assert own is not None and lfo.entries[own].kind == "harvested"
+    patch = import_preset(preset, space)
+    assert space.choices(patch)[("lfos", 1)] == own
+    loo = space.choices(import_preset(preset, space, leave_out=True))[("lfos", 1)]
+    assert loo != own and loo not in lfo.left_out(preset.digest)
+    exported = apply_patch(base_preset(), space, patch)
+    assert lfo.digest(exported.settings["lfos"][0]) == lfo.entries[own].digest
+    # uniform draws use every kind of shape
+    sampler = Sampler(SamplerConfig(scope="studio", seed=4))
+    drawn = {space.choices(sampler.sample(i).patch)[("lfos", 1)] for i in range(200)}
+    assert len(drawn) > 20
+    # a ramp and a square on LFO 1 driving oscillator 1's level play differently
+    raw = space.raw_from_patch(patch)
+    raw.update({"mod_lfo_1_to_osc_1_level": 1.0, "osc_1_on": 1.0, "lfo_1_frequency": 1.0})
+    renderer = Renderer(space)
+    levels = []
+    for shape in ("Ramp Up", "Square"):
+        raw["lfo_1_shape"] = float(lfo.index(shape))
+        audio = renderer.render(space.patch_from_raw(raw), 60).audio
+        levels.append(np.sqrt(np.mean(audio[: len(audio) // 2].reshape(20, -1) ** 2, axis=1)))
+    assert np.abs(np.log(levels[0] + 1e-6) - np.log(levels[1] + 1e-6)).max() > 0.5
