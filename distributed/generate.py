@@ -53,6 +53,10 @@ class GenerateConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     max_attempts: int = 8  # draws per id before a row is kept as invalid
+    # a draw peaking above this is turned down to it by its master volume (stored with the
+    # row) instead of being rendered again to judge it against clipping: see
+    # ``Renderer.render_current``. None: judge every draw as it comes.
+    peak_ceiling_dbfs: float | None = -10.0
     rows_per_file: int = 500
     block_rows: int = 50  # ids per Ray Data input block: the unit of scheduling
     batch_size: int = 10  # ids per call of the renderer
@@ -61,6 +65,12 @@ class GenerateConfig:
     def __post_init__(self):
         require(self.num_samples >= 1, "num_samples", self.num_samples, "a whole number >= 1")
         require(1 <= self.max_attempts <= 100, "max_attempts", self.max_attempts, "1..100")
+        top = 20.0 * math.log10(self.render.clip_level) - self.render.verdict_margin_db
+        require(self.peak_ceiling_dbfs is None
+                or self.render.silence_dbfs < self.peak_ceiling_dbfs <= top,
+                "peak_ceiling_dbfs", self.peak_ceiling_dbfs,
+                f"above the silence level ({self.render.silence_dbfs} dBFS) and at least the "
+                f"verdict margin under the clipping level ({top:g} dBFS), or unset")
         require(self.rows_per_file >= 1, "rows_per_file", self.rows_per_file, ">= 1")
         require(self.block_rows >= 1, "block_rows", self.block_rows, ">= 1")
         require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
@@ -71,7 +81,7 @@ class GenerateConfig:
         """What makes the rows: a resumed run must match it exactly."""
         return {"num_samples": self.num_samples, "sampler": self.sampler.to_dict(),
                 "render": self.render.to_dict(), "max_attempts": self.max_attempts,
-                "format_version": fmt.FORMAT_VERSION}
+                "peak_ceiling_dbfs": self.peak_ceiling_dbfs, "format_version": fmt.FORMAT_VERSION}
 
     @classmethod
     def from_dict(cls, data: dict) -> GenerateConfig:
@@ -90,11 +100,14 @@ class SampleRenderer:
     ``vita.Synth``); :func:`render_ids` keeps one per Ray worker process.
 
     A draw that renders silent, clipping or non-finite, or fails to render, is
-    replaced by the next deterministic draw of the same id (``attempt`` 1, 2, ...).
+    replaced by the next deterministic draw of the same id (``attempt`` 1, 2, ...). A draw
+    peaking above ``peak_ceiling_dbfs`` is turned down to it; its row keeps the volume it
+    played at.
     """
 
     def __init__(self, sampler: dict, seeds: list[tuple[str, str]], render: dict,
-                 max_attempts: int, tables: dict[str, dict[str, dict]] | None = None):
+                 max_attempts: int, tables: dict[str, dict[str, dict]] | None = None,
+                 peak_ceiling_dbfs: float | None = None):
         presets = [parse_preset(text, source=name, name=name) for name, text in seeds]
         self.sampler = Sampler(SamplerConfig(**sampler), seed_presets=presets)
         space = self.sampler.space
@@ -103,6 +116,7 @@ class SampleRenderer:
         banks = {key: space.banks[key].with_tables(t) for key, t in (tables or {}).items()}
         self.renderer = Renderer(space, RenderConfig(**render), bases=presets, banks=banks)
         self.max_attempts = max_attempts
+        self.peak_ceiling_dbfs = peak_ceiling_dbfs
 
     def _row(self, sample_id: int) -> dict:
         cfg = self.renderer.config
@@ -112,7 +126,8 @@ class SampleRenderer:
         for attempt in range(self.max_attempts):
             s = self.sampler.sample(sample_id, attempt)
             try:
-                result = self.renderer.render(s.patch, s.note, base=s.base, velocity=s.velocity)
+                result = self.renderer.render(s.patch, s.note, base=s.base, velocity=s.velocity,
+                                              ceiling_dbfs=self.peak_ceiling_dbfs)
             except RenderError as exc:
                 log.warning("id %d, draw %d failed to render: %s", sample_id, attempt, exc)
                 result = None
@@ -126,9 +141,12 @@ class SampleRenderer:
             log.warning("id %d: all %d draws rejected (%s); kept as invalid", sample_id,
                         self.max_attempts, ";".join(rejections))
         audio = result.audio if result is not None else np.zeros(cfg.num_samples, np.float32)
+        patch = s.patch
+        if result is not None and result.volume_change_db:
+            patch = self.sampler.space.with_volume_change(patch, result.volume_change_db)
         return {
-            "id": sample_id, "continuous": s.patch.continuous.astype(np.float32),
-            "categorical": s.patch.categorical.astype(np.int16), "note": s.note,
+            "id": sample_id, "continuous": patch.continuous.astype(np.float32),
+            "categorical": patch.categorical.astype(np.int16), "note": s.note,
             "velocity": s.velocity, "base": s.base, "strategy": s.strategy,
             "attempts": attempt + 1, "rejections": ";".join(rejections), "valid": valid,
             "audio": encode_flac(audio, cfg.sample_rate), "num_frames": len(audio),
@@ -256,6 +274,7 @@ def _file_metadata(config: GenerateConfig, sampler: Sampler) -> dict:
         "continuous": [p.name for p in space.continuous],
         "categorical": [p.name for p in space.categorical],
         "render": config.render.to_dict(), "sampler": config.sampler.to_dict(),
+        "peak_ceiling_dbfs": config.peak_ceiling_dbfs,
         "bases": {p.name: p.digest for p in [base_preset(), *sampler.seed_presets]},
         "versions": fmt.package_versions(),
     }
@@ -279,7 +298,7 @@ def _render_missing(loc: Location, config: GenerateConfig, sampler: Sampler,
               for key, bank in sampler.space.banks.items()}
     args = json.dumps({"sampler": config.sampler.to_dict(), "seeds": seeds,
                        "render": config.render.to_dict(), "max_attempts": config.max_attempts,
-                       "tables": tables})
+                       "tables": tables, "peak_ceiling_dbfs": config.peak_ceiling_dbfs})
     # by its importable name, also when this file runs as __main__ (python -m): the
     # workers import it, and its per-process renderer cache with it
     from distributed.generate import render_ids

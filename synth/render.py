@@ -24,6 +24,7 @@ from synth.bank import Bank
 from synth.base import BASE_NAME, base_preset
 from synth.config import require
 from synth.preset import Preset, connect_route, route_slot
+from synth.scales import VOLUME_OFFSET_DB, volume_db, volume_raw
 from synth.space import ParameterSpace, Patch
 
 
@@ -79,28 +80,32 @@ class RenderResult:
         rms: root mean square over the whole render.
         reason: why the render is unusable (``"non-finite"``, ``"silent"``,
             ``"clipping"``), or ``""`` when it is valid.
+        volume_change_db: how far the master volume was turned down to bring the render
+            under a peak ceiling (``Renderer.render(..., ceiling_dbfs=)``); 0 when it was not.
     """
 
     audio: np.ndarray
     peak: float
     rms: float
     reason: str
+    volume_change_db: float = 0.0
 
     @property
     def valid(self) -> bool:
         return not self.reason
 
 
-def near_threshold(result: RenderResult, config: RenderConfig) -> bool:
+def near_threshold(result: RenderResult, config: RenderConfig, *, loud: bool = True) -> bool:
     """Whether the oscillators' random phase could tip ``result``'s verdict: its peak is
-    less than ``verdict_margin_db`` above the silence threshold or below the clipping
-    level. One-sided, since two oscillators at one pitch can cancel by tens of dB at one
-    phase and not at another: a render judged silent may be audible at another phase."""
+    less than ``verdict_margin_db`` above the silence threshold or (``loud``) below the
+    clipping level. One-sided, since two oscillators at one pitch can cancel by tens of dB
+    at one phase and not at another: a render judged silent may be audible at another
+    phase."""
     if not np.isfinite(result.peak) or config.verdict_margin_db <= 0:
         return False
     level = 20.0 * np.log10(max(result.peak, 1e-12))
     return (level < config.silence_dbfs + config.verdict_margin_db
-            or level > 20.0 * np.log10(config.clip_level) - config.verdict_margin_db)
+            or loud and level > 20.0 * np.log10(config.clip_level) - config.verdict_margin_db)
 
 
 def judge(audio: np.ndarray, config: RenderConfig) -> RenderResult:
@@ -216,7 +221,8 @@ class Renderer:
         stereo = self.synth.render(int(note), float(velocity), cfg.note_dur, cfg.render_dur)
         return stereo.mean(axis=0, dtype=np.float32)[: cfg.num_samples]
 
-    def render_current(self, note: int, velocity: float | None = None) -> RenderResult:
+    def render_current(self, note: int, velocity: float | None = None, *,
+                       ceiling_dbfs: float | None = None) -> RenderResult:
         """Render ``note`` with the synth as it is now (after ``apply`` or a loaded preset).
 
         Vital starts each oscillator at a random phase, so two renders of one patch differ,
@@ -226,6 +232,13 @@ class Renderer:
         (on quiet draws: median spread 0.0 dB, 90th percentile 0.0005 dB, against 0.86 and
         2.9 dB with the phase random: BENCHMARKS.md). The audio returned is the first
         render's, as is.
+
+        With ``ceiling_dbfs``, a render peaking above it is not judged against the clipping
+        level: the master volume, a linear gain after every effect, is turned down until the
+        peak sits at the ceiling, and the audio with it (``volume_change_db`` says by how
+        much; the synth keeps the new volume). That needs no second render; the ceiling must
+        leave ``verdict_margin_db`` under the clipping level, so the peak of another phase
+        stays under it (BENCHMARKS.md: 99% of loud draws move less than 8.4 dB).
         """
         cfg = self.config
         velocity = cfg.velocity if velocity is None else velocity
@@ -233,10 +246,31 @@ class Renderer:
             raise RenderError(f"MIDI note {note} is outside 0..127")
         if not 0.0 <= velocity <= 1.0:
             raise RenderError(f"velocity {velocity} is outside 0..1")
+        clip_dbfs = 20.0 * np.log10(cfg.clip_level)
+        if ceiling_dbfs is not None and ceiling_dbfs > clip_dbfs - cfg.verdict_margin_db:
+            raise RenderError(f"a peak ceiling of {ceiling_dbfs} dBFS is less than the verdict "
+                              f"margin ({cfg.verdict_margin_db} dB) under the clipping level "
+                              f"({clip_dbfs:.1f} dBFS)")
         result = judge(self._note(note, velocity), cfg)
-        if near_threshold(result, cfg):
+        if ceiling_dbfs is not None:
+            result = self._turn_down(result, ceiling_dbfs)
+        if near_threshold(result, cfg, loud=ceiling_dbfs is None):
             result = dataclasses.replace(result, reason=self._steady_verdict(note, velocity))
         return result
+
+    def _turn_down(self, result: RenderResult, ceiling_dbfs: float) -> RenderResult:
+        """``result`` with its peak brought down to ``ceiling_dbfs`` by the master volume
+        (as it is when the peak is under the ceiling, or the volume cannot go lower)."""
+        if not np.isfinite(result.peak) or result.peak <= 10.0 ** (ceiling_dbfs / 20.0):
+            return result
+        change = ceiling_dbfs - 20.0 * float(np.log10(result.peak))
+        volume = self._controls["volume"]
+        db = volume_db(volume.value()) + change
+        if db < -VOLUME_OFFSET_DB:
+            return result
+        volume.set(volume_raw(db))
+        audio = result.audio * np.float32(10.0 ** (change / 20.0))
+        return dataclasses.replace(judge(audio, self.config), volume_change_db=change)
 
     def _steady_verdict(self, note: int, velocity: float) -> str:
         """The verdict of a render with every oscillator's random phase off."""
@@ -251,10 +285,12 @@ class Renderer:
                 c.set(value)
 
     def render(self, patch: Patch, note: int, *, base: str = BASE_NAME,
-               velocity: float | None = None) -> RenderResult:
-        """Render ``patch`` applied on ``base`` at MIDI ``note``."""
+               velocity: float | None = None, ceiling_dbfs: float | None = None) -> RenderResult:
+        """Render ``patch`` applied on ``base`` at MIDI ``note``; with ``ceiling_dbfs``, a
+        louder render is turned down to it (:meth:`render_current`; apply
+        ``volume_change_db`` to the patch with :meth:`ParameterSpace.with_volume_change`)."""
         self.apply(patch, base)
-        return self.render_current(note, velocity)
+        return self.render_current(note, velocity, ceiling_dbfs=ceiling_dbfs)
 
     def render_preset(self, preset: Preset, note: int, *,
                       velocity: float | None = None) -> RenderResult:

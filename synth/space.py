@@ -20,7 +20,7 @@ import numpy as np
 from synth.bank import Bank
 from synth.controls import VITA_VERSION, Control, discover_controls
 from synth.lfo_shapes import get_lfo_bank
-from synth.scales import UnitMap, Warp, warp_for
+from synth.scales import UnitMap, Warp, volume_db, volume_raw, warp_for
 from synth.scopes import SCOPES, ModRoute, never_learned_reason
 from synth.wavetables import get_bank
 
@@ -209,6 +209,16 @@ class ParameterSpace:
 
     def default_patch(self) -> Patch:
         return self.patch_from_raw({})
+
+    def with_volume_change(self, patch: Patch, db: float) -> Patch:
+        """``patch`` with its master volume moved by ``db`` decibels (as Vital shows it),
+        kept inside the volume's range; ``patch`` itself when the scope has no volume."""
+        if "volume" not in self.index or db == 0.0:
+            return patch
+        raw = self.raw_from_patch(patch)
+        p = self.params[self.index["volume"]]
+        raw["volume"] = float(np.clip(volume_raw(volume_db(raw["volume"]) + db), p.lo, p.hi))
+        return self.patch_from_raw(raw, where="a volume change")
 
     def pitch_offset(self, patch: Patch) -> float:
         """Semitones from the played note to the pitch heard: the lowest transpose + tune

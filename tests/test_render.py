@@ -56,6 +56,35 @@ def test_validity_reasons(renderer):
     assert judge(bad, RenderConfig()).reason == "non-finite"
 
 
+def test_a_loud_render_is_turned_down_to_the_ceiling_by_the_master_volume(renderer):
+    """The clipping patch above, with a ceiling: no rejection, the peak at the ceiling, and
+    the patch with the volume change renders what was returned."""
+    from synth import RenderError
+
+    space = renderer.space
+    loud = _patch(space, volume=space.params[space.index["volume"]].hi, osc_1_level=1.0,
+                  osc_2_on=1.0, osc_2_level=1.0, osc_1_wave_frame=256.0,
+                  osc_2_wave_frame=256.0)
+    result = renderer.render(loud, 60, ceiling_dbfs=-12.0)
+    assert result.valid and result.volume_change_db < -12.0
+    assert 20 * np.log10(result.peak) == pytest.approx(-12.0, abs=1e-3)
+    turned = space.with_volume_change(loud, result.volume_change_db)
+    raw, was = space.raw_from_patch(turned), space.raw_from_patch(loud)
+    assert raw["volume"] < was["volume"]
+    assert {k: v for k, v in raw.items() if k != "volume"} == pytest.approx(
+        {k: v for k, v in was.items() if k != "volume"})
+    again = [renderer.render(turned, 60) for _ in range(2)]
+    assert all(a.valid and a.volume_change_db == 0.0 for a in again)
+    assert 20 * np.log10(again[0].peak) == pytest.approx(-12.0, abs=3.0)
+    floor = log_mel_distance(again[0].audio, again[1].audio, SR)
+    assert log_mel_distance(result.audio, again[0].audio, SR) <= 1.5 * floor + 0.05
+    # a render under the ceiling is left as it is; a ceiling inside the margin is refused
+    quiet = renderer.render(_patch(space, osc_1_level=0.3), 60, ceiling_dbfs=-3.0 - 10.0)
+    assert quiet.volume_change_db == 0.0 and 20 * np.log10(quiet.peak) < -13.0
+    with pytest.raises(RenderError, match="ceiling of -5.0 dBFS .* margin"):
+        renderer.render(loud, 60, ceiling_dbfs=-5.0)
+
+
 def test_warm_up_removes_the_previous_patch(renderer):
     """Without the warm-up, the first 50 ms glide from the previous patch's values."""
     space = renderer.space
@@ -103,7 +132,7 @@ def test_bad_render_config_is_refused_by_name(bad, message):
 
 
 def test_the_verdict_of_a_draw_near_a_threshold_does_not_hang_on_the_phase():
-    """A generate row must depend only on its id. These five draws (seed 7) got two
+    """Which draw a generate row keeps must depend only on its id. These five draws (seed 7) got two
     verdicts in ten renders each when every render was judged as it came (four silent or
     not, one clipping or not: BENCHMARKS.md); judged on a steady render near a threshold,
     each gets one."""
