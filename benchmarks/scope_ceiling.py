@@ -6,6 +6,9 @@ values for the scope's parameters and the base preset's for everything else. In 
 whose oscillators choose wavetables (``studio``), each takes the nearest bank table, with
 the preset left out: the tables the bank holds only because this preset uses them are not
 chosen (``import_preset(..., leave_out=True)``); elsewhere the base's wavetables play.
+Routes outside ``studio``'s vocabulary from a macro, the mod wheel or the velocity are folded
+into the values they set (``synth.preset.fold_constant_routes``); ``--renders`` more than 3
+narrows the run-to-run spread of the median (the oscillators' random phase).
 
 Distance: auraloss's ``MultiResolutionSTFTLoss()`` (default arguments) between mono renders
 at note 60, velocity 0.8, 1.5 s note, 2 s render; the preset and its import are rendered

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,17 +158,101 @@ def raw_values(preset: Preset, space: ParameterSpace,
     return values
 
 
-def dropped_routes(preset: Preset, space: ParameterSpace) -> list[str]:
-    """The routes ``preset`` uses (a non-zero amount) that ``space`` has no parameter for,
-    as ``"source -> destination"``."""
-    settings = preset.settings
+# Modulation sources that hold one value for the whole note: the macros and the mod wheel
+# at the values the preset saves, the velocity at the one synthmatch plays and matches at.
+_CONSTANT_SOURCES = re.compile(r"^(macro_control_\d+|mod_wheel|velocity)$")
+MATCH_VELOCITY = 0.8  # RenderConfig's and SamplerConfig's default
+
+
+@dataclass(frozen=True)
+class _Route:
+    slot: int  # 1-based
+    source: str
+    destination: str
+    amount: float
+
+
+def _routes_outside(settings: dict, space: ParameterSpace) -> list[_Route]:
+    """The connected routes with a non-zero amount that ``space`` has no parameter for."""
     kept = {(r.source, r.destination) for r in space.routes}
-    dropped = []
+    found = []
     for i, slot in enumerate(settings.get("modulations", [])):
         pair = (slot.get("source", ""), slot.get("destination", ""))
-        if all(pair) and pair not in kept and settings.get(f"modulation_{i + 1}_amount", 0.0):
-            dropped.append(f"{pair[0]} -> {pair[1]}")
-    return dropped
+        amount = float(settings.get(f"modulation_{i + 1}_amount", 0.0))
+        if all(pair) and pair not in kept and amount:
+            found.append(_Route(i + 1, *pair, amount))
+    return found
+
+
+def _fold_target(route: _Route, settings: dict, space: ParameterSpace, *,
+                 any_target: bool = False) -> str | None:
+    """The parameter of ``space`` that a constant-source route outside the scope can be
+    folded into (its destination control, or the amount of a route the scope holds), or
+    None when the route cannot be folded. ``any_target``: "" for a plain constant-source
+    route whose destination the scope does not hold."""
+    if not space.scope.real_rates or not _CONSTANT_SOURCES.match(route.source):
+        return None
+    plain = all(not settings.get(f"modulation_{route.slot}_{k}", 0.0)
+                for k in ("power", "bipolar", "stereo", "bypass"))
+    if not plain:  # a curved, bipolar, stereo or bypassed connection: not folded
+        return None
+    dest = route.destination
+    if dest in space.index and space.params[space.index[dest]].route is None \
+            and space.params[space.index[dest]].bank is None:
+        return dest
+    target = re.fullmatch(r"modulation_(\d+)_amount", dest)
+    mods = settings.get("modulations", [])
+    if target and int(target.group(1)) <= len(mods):
+        slot = mods[int(target.group(1)) - 1]
+        for r in space.routes:
+            if (r.source, r.destination) == (slot.get("source"), slot.get("destination")):
+                return r.name
+    return "" if any_target else None
+
+
+def _constant(route: _Route, settings: dict, velocity: float) -> float:
+    return velocity if route.source == "velocity" else float(settings.get(route.source, 0.0))
+
+
+def dropped_routes(preset: Preset, space: ParameterSpace,
+                   velocity: float = MATCH_VELOCITY) -> list[str]:
+    """The routes ``preset`` uses (a non-zero amount) that ``space`` neither has a
+    parameter for nor folds into one (see :func:`fold_constant_routes`), as
+    ``"source -> destination"``. A foldable route whose source sits at 0 changes nothing
+    and is not dropped either."""
+    settings = preset.settings
+    return [f"{r.source} -> {r.destination}" for r in _routes_outside(settings, space)
+            if _fold_target(r, settings, space) is None
+            and not (_fold_target(r, settings, space, any_target=True) == ""
+                     and _constant(r, settings, velocity) == 0.0)]
+
+
+def fold_constant_routes(values: dict[str, float], settings: dict, space: ParameterSpace,
+                         velocity: float = MATCH_VELOCITY) -> list[str]:
+    """Fold each route outside the scope whose source is constant during a note (a macro or
+    the mod wheel at its saved value, the velocity at ``velocity``) into the value it sets,
+    in place; returns the folded routes as ``"source -> destination"``.
+
+    Vital adds ``amount * source * (max - min)`` to the destination's raw value (checked
+    against renders: a folded preset plays like the original, within the render noise), so
+    a constant source is the same as a moved knob. Only in a scope with a route vocabulary
+    (``studio``), and only for plain connections (no curve, not bipolar, stereo or
+    bypassed); the destination is a control of the scope or the amount of one of its
+    routes. The sum is clipped to the parameter's range.
+    """
+    folded = []
+    controls = discover_controls()
+    for route in _routes_outside(settings, space):
+        name = _fold_target(route, settings, space)
+        if name is None:
+            continue
+        source = _constant(route, settings, velocity)
+        c = controls[route.destination]
+        p = space.params[space.index[name]]
+        values[name] = float(np.clip(values[name] + route.amount * source * (c.max - c.min),
+                                     p.lo, p.hi))
+        folded.append(f"{route.source} -> {route.destination}")
+    return folded
 
 
 # Vital's tempo table (vital::constants::kSyncedFrequencyRatios): cycles per beat for each
@@ -203,10 +288,13 @@ def free_running(values: dict[str, float], settings: dict, space: ParameterSpace
 _warned: set[tuple[str, str]] = set()
 
 
-def import_preset(preset: Preset, space: ParameterSpace, *, leave_out: bool = False) -> Patch:
+def import_preset(preset: Preset, space: ParameterSpace, *, leave_out: bool = False,
+                  velocity: float = MATCH_VELOCITY) -> Patch:
     """The patch of ``preset`` in ``space``; what lies outside the scope is ignored. In a
-    scope with a route vocabulary (``studio``), the routes it drops are named in a warning,
-    once per preset and process.
+    scope with a route vocabulary (``studio``), a route outside it from a constant source
+    (macros, mod wheel, velocity at ``velocity``) is folded into the value it sets
+    (:func:`fold_constant_routes`); the routes it drops are named in a warning, once per
+    preset and process.
 
     In a scope whose draws run free (``studio``), tempo-synced rates are imported as the
     free rates they play at the preset's saved tempo (:func:`free_running`).
@@ -216,7 +304,7 @@ def import_preset(preset: Preset, space: ParameterSpace, *, leave_out: bool = Fa
     """
     if space.scope.real_rates and (preset.digest, space.id) not in _warned:
         _warned.add((preset.digest, space.id))
-        dropped = dropped_routes(preset, space)
+        dropped = dropped_routes(preset, space, velocity)
         if dropped:
             log.warning("%s: %d modulation routes outside the %s scope's vocabulary are "
                         "dropped: %s", preset.name, len(dropped), space.name, ", ".join(dropped))
@@ -225,6 +313,7 @@ def import_preset(preset: Preset, space: ParameterSpace, *, leave_out: bool = Fa
                    if leave_out else {})
         values = raw_values(preset, space, exclude)
         if space.scope.real_rates:
+            fold_constant_routes(values, preset.settings, space, velocity)
             free_running(values, preset.settings, space)
         return space.patch_from_raw(values, where=preset.name)
     except SpaceError as exc:

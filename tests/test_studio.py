@@ -243,6 +243,55 @@ def test_tempo_synced_rates_import_as_the_free_rates_they_play():
         settings["lfo_1_frequency"]
 
 
+def test_routes_from_constant_sources_fold_into_the_values_they_set():
+    """A macro (at its saved value) or the velocity (at the one synthmatch matches at) routed
+    outside the vocabulary is a moved knob: import folds it into the value it sets, and the
+    import plays like the preset; a curved connection is dropped and named."""
+    from synth.audio import log_mel_distance
+    from synth.preset import MATCH_VELOCITY, connect_route, route_slot
+
+    space = get_space("studio")
+    data = base_preset().data
+    s = data["settings"]
+    s.update({"filter_1_on": 1.0, "filter_1_cutoff": 40.0, "macro_control_1": 0.5,
+              "macro_control_2": 1.0})
+    env = route_slot(s, "env_2", "filter_1_cutoff")
+    s[f"modulation_{env}_amount"] = 0.0
+    up = connect_route(s, "macro_control_1", "osc_1_transpose", "test")
+    s[f"modulation_{up}_amount"] = 0.25  # 0.25 * 0.5 * 96 semitones: an octave up
+    vel = connect_route(s, "velocity", f"modulation_{env}_amount", "test")
+    s[f"modulation_{vel}_amount"] = 0.25  # 0.25 * 0.8 * 2: the envelope opens the filter
+    idle = connect_route(s, "mod_wheel", "portamento_time", "test")  # the wheel rests at 0
+    s[f"modulation_{idle}_amount"] = 0.5
+    preset = parse_preset(json.dumps(data), source="folded", name="folded")
+    raw = space.raw_from_patch(import_preset(preset, space))
+    assert raw["osc_1_transpose"] == pytest.approx(12.0, abs=1e-4)
+    assert raw["mod_env_2_to_filter_1_cutoff"] == pytest.approx(0.25 * MATCH_VELOCITY * 2)
+    assert dropped_routes(preset, space) == []
+
+    renderer = Renderer(space)
+    own = [renderer.render_preset(preset, 60).audio for _ in range(2)]
+    folded = renderer.render_preset(apply_patch(base_preset(), space,
+                                                import_preset(preset, space)), 60).audio
+    unfolded = json.loads(json.dumps(data))
+    for slot in (up, vel):
+        unfolded["settings"][f"modulation_{slot}_amount"] = 0.0
+    unfolded = parse_preset(json.dumps(unfolded), source="unfolded", name="unfolded")
+    lost = renderer.render_preset(apply_patch(base_preset(), space,
+                                              import_preset(unfolded, space)), 60).audio
+    floor = log_mel_distance(own[0], own[1], 44100)
+    assert log_mel_distance(folded, own[0], 44100) <= 1.5 * floor + 0.1
+    assert log_mel_distance(lost, own[0], 44100) > 3 * (1.5 * floor + 0.1)
+
+    # a curved connection is not a plain sum: it is dropped, and named
+    curved = connect_route(s, "macro_control_2", "osc_1_level", "test")
+    s.update({f"modulation_{curved}_amount": -0.3, f"modulation_{curved}_power": 2.0})
+    preset = parse_preset(json.dumps(data), source="curved", name="curved")
+    assert dropped_routes(preset, space) == ["macro_control_2 -> osc_1_level"]
+    assert space.raw_from_patch(import_preset(preset, space))["osc_1_level"] == \
+        pytest.approx(s["osc_1_level"])
+
+
 def test_perturbed_seed_presets_move_their_effects_and_routes(real_presets):
     from synth import load_preset
 
