@@ -1,4 +1,4 @@
-"""Latency of matching a 2 s clip without refinement, after the model is loaded.
+"""Latency of matching a 2 s clip at a search budget (default 0), after the model is loaded.
 
 Times ``Matcher.match`` end to end (read and prepare the clip, predict with the
 confidence passes, f0 cross-check, Vital display texts, preview render and
@@ -29,6 +29,7 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--budget", type=float, default=0.0, help="search seconds (default 0)")
     args = p.parse_args()
     matcher = Matcher(args.checkpoint)
     sampler = Sampler(SamplerConfig(seed=99))
@@ -45,10 +46,10 @@ def main() -> None:
         path = tmp / f"clip{i}.wav"
         sf.write(path, result.audio, 44100)
         clips.append(path)
-    matcher.match(clips[0])  # warm-up: first-call imports and allocations
+    matcher.match(clips[0], budget_seconds=args.budget)  # warm-up: first-call costs
     timings, bare = [], []
     for path in clips:
-        result = matcher.match(path)
+        result = matcher.match(path, budget_seconds=args.budget)
         timings.append(result.timings_ms)
         # Baseline, same run: one bare render of the matched patch at its note, the
         # least any match that returns a preview must spend.

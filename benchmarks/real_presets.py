@@ -1,27 +1,22 @@
-"""Matching real presets: Vital's init preset, nearest neighbour, the model, the model refined.
+"""Matching real presets through the product's own path, per search budget, against retrieval.
 
-Each of the presets in ../shared/real-presets (by Instatetragrammaton, CC BY 4.0) is
-rendered at note 60, velocity 0.8, 1.5 s note, 2 s render, mono, and each method's
-answer is compared with it by auraloss's ``MultiResolutionSTFTLoss()`` (default
-arguments). Two renders of the same real preset differ by about 0.85: the noise floor.
+Each preset in ../shared/real-presets (by Instatetragrammaton, CC BY 4.0) is rendered at
+note 60 (velocity 0.8, 1.5 s note, 2 s render, mono) ``--repeats`` times; each render is
+written to a WAV file at the level it plays at and matched the way a user's clip is:
 
-Each answer is a preset and the note to play it at, as the product returns them:
+- ``retrieval``: the library's nearest entry to the clip (its embedding, ``model.library``)
+  at the note it was rendered at, nothing rendered to choose it; finished by
+  ``Matcher.finish`` like every answer (its level set by ``model.level``);
+- ``point``: ``Matcher.match(budget_seconds=0)``, the network's answer alone;
+- ``budget B``: ``Matcher.match(budget_seconds=B)``, the search (``model.search``).
 
-- ``init``: Vital's init preset at the clip's f0 (``model.match.f0_midi``);
-- ``nearest``: the training preset whose log-mel is nearest the clip's, at the note it
-  was rendered at in the dataset (the sound that was found nearest);
-- ``model``: ``model.match.Matcher`` alone, at the note it chooses (the clip's f0 minus
-  the predicted patch's transpose, unless the note head is sure);
-- ``model+refine``: the same, then ``--refine-seconds`` of search.
+Each distance is the one the match report gives (auraloss's ``MultiResolutionSTFTLoss()``
+between the answer's preview, from its onset, and the clip as given): as it plays, and with
+its level set to the clip's. Per preset the mean over the repeats; medians over presets.
+``floor``: two renders of the preset, prepared the same way. Wall time: each match's total
+(reading the clip to the finished report), median over every match of that method.
 
-The ``@60`` columns play every answer at note 60 instead, the protocol of the
-first benchmarks: it hears a preset transposed by an octave as an octave off.
-Renders are not repeatable (random oscillator phase), and neither are the
-predictions made from them; ``--repeats`` averages each distance over that many
-target renders (refinement runs on the first).
-
-    python benchmarks/real_presets.py --checkpoint model/default/model.pt \\
-        --train-data data/core-30k --refine-seconds 20 --repeats 3
+    python benchmarks/real_presets.py --budgets 0 1 5 20 --repeats 3 --json out.json
 """
 
 from __future__ import annotations
@@ -29,74 +24,105 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from collections import defaultdict
+import tempfile
+import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+import torch
 
-from model.evaluate import Evaluator
-from model.match import DEFAULT_CHECKPOINT, Matcher, f0_midi
+from model.audio_input import trim_onset
+from model.library import embed
+from model.match import DEFAULT_CHECKPOINT, Matcher, NoteChoice, f0_midi
 from model.metrics import mrstft_distance
-from model.refine import Refiner
 from synth import RenderConfig, Renderer, load_preset
 
 PRESETS = Path(__file__).resolve().parents[2] / "shared" / "real-presets"
+
+
+def retrieval_alone(matcher: Matcher, path: Path):
+    """The library's nearest entry at its own note, finished as every answer is."""
+    t0 = time.perf_counter()
+    clip = matcher.load(path)
+    lib = matcher.library
+    with torch.no_grad():
+        i = int(lib.nearest(embed(matcher.ckpt.model.frontend, clip.audio[None])[0], 1)[0][0])
+    prediction = matcher.predict([clip.audio])[0]  # finish wants one; its values are unused
+    note = NoteChoice(int(lib.note[i]), "library", f0_midi(clip.audio, clip.sample_rate))
+    search = {"budget_seconds": 0, "winner": {"source": "retrieval",
+                                               "library_id": int(lib.id[i])}}
+    result = matcher.finish(clip, prediction, note, lib.patch(i), None, None, search)
+    result.timings_ms["total"] = 1000 * (time.perf_counter() - t0)
+    return result
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
-    p.add_argument("--train-data", required=True, help="training set for nearest neighbour")
+    p.add_argument("--library", help="default: library.npz beside the checkpoint")
     p.add_argument("--presets", type=Path, default=PRESETS)
-    p.add_argument("--refine-seconds", type=float, default=20.0)
-    p.add_argument("--repeats", type=int, default=3, help="target renders per preset")
+    p.add_argument("--budgets", type=float, nargs="+", default=[0, 1, 5, 20])
+    p.add_argument("--repeats", type=int, default=3, help="renders (clips) per preset")
+    p.add_argument("--limit", type=int, default=0, help="the first N presets (default all)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    matcher = Matcher(args.checkpoint)
+    matcher = Matcher(args.checkpoint, library=args.library)
+    if matcher.library is None:
+        p.error("no library: build one with python -m model.library")
+    matcher.searcher()  # warm: its synths made before the first clock starts
     render = RenderConfig(note_dur=1.5, render_dur=2.0, velocity=0.8)
-    sr = render.sample_rate
-    ev = Evaluator(matcher, args.train_data, render)
-    refiner = Refiner(matcher.space, render) if args.refine_seconds > 0 else None
     target_renderer = Renderer(matcher.space, render)
-    paths = sorted(args.presets.glob("*.vital"))
-    rows = {}
-    for path in paths:
-        preset = load_preset(path)
-        runs = defaultdict(list)
-        for repeat in range(args.repeats):
-            target = target_renderer.render_preset(preset, 60).audio
-            again = target_renderer.render_preset(preset, 60).audio
-            f0 = f0_midi(target, sr)
-            prediction = matcher.predict([target])[0]
-            note = matcher.choose_note(prediction, f0).note
-            nn_patches, nn_notes = ev.nearest(target[None])
-            answers = {"init": (None, 60 if f0 is None else int(round(f0))),
-                       "nearest": (nn_patches[0], nn_notes[0]),
-                       "model": (prediction.patch, note)}
-            runs["floor"].append(mrstft_distance(again, target))
-            for method, (patch, own) in answers.items():
-                runs[method].append(mrstft_distance(ev.render(patch, own), target))
-                runs[f"{method}@60"].append(mrstft_distance(ev.render(patch, 60), target))
-            if refiner is not None and repeat == 0:
-                r = refiner.refine(prediction.patch, note, target,
-                                   max_seconds=args.refine_seconds, max_evals=10_000)
-                runs["model+refine"].append(mrstft_distance(ev.render(r.patch, note), target))
-        rows[path.stem] = {k: round(float(np.mean(v)), 4) for k, v in runs.items()}
-        print(path.stem, rows[path.stem], flush=True)
-    methods = list(next(iter(rows.values())))
-    result = {
-        "presets": len(rows), "repeats": args.repeats, "refine_seconds": args.refine_seconds,
-        "median_mrstft": {m: round(statistics.median(r[m] for r in rows.values()), 3)
-                          for m in methods},
-        "mean_mrstft": {m: round(float(np.mean([r[m] for r in rows.values()])), 3)
-                        for m in methods},
-        "model_beats_nearest_on": f"{sum(r['model'] < r['nearest'] for r in rows.values())}"
-                                  f"/{len(rows)}",
-        "model_beats_nearest_on@60":
-            f"{sum(r['model@60'] < r['nearest@60'] for r in rows.values())}/{len(rows)}",
-        "per_preset": rows}
-    print(json.dumps({k: v for k, v in result.items() if k != "per_preset"}, indent=2))
+    n = matcher.ckpt.features.num_samples
+    paths = sorted(args.presets.glob("*.vital"))[: args.limit or None]
+    methods = ["retrieval"] + [f"budget {b:g}" if b else "point" for b in args.budgets]
+    rows, walls = {}, defaultdict(list)
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in paths:
+            preset = load_preset(path)
+            runs = defaultdict(list)
+            winners = defaultdict(list)
+            for repeat in range(args.repeats):
+                target = target_renderer.render_preset(preset, 60).audio
+                again = target_renderer.render_preset(preset, 60).audio
+                runs["floor"].append(mrstft_distance(trim_onset(again, n), trim_onset(target, n)))
+                wav = Path(tmp) / f"{path.stem}-{repeat}.wav"
+                sf.write(wav, target, render.sample_rate, subtype="FLOAT")
+                for method, budget in zip(methods, [None, *args.budgets], strict=True):
+                    result = (retrieval_alone(matcher, wav) if budget is None
+                              else matcher.match(wav, budget_seconds=budget))
+                    runs[method].append(result.distance["audio/mrstft"])
+                    runs[f"{method} level-matched"].append(
+                        result.distance["audio/mrstft_level_matched"])
+                    walls[method].append(result.timings_ms["total"] / 1000)
+                    if result.search and budget:
+                        winners[method].append(result.search["winner"]["source"])
+            rows[path.stem] = {k: round(float(np.mean(v)), 4) for k, v in runs.items()}
+            rows[path.stem]["winners"] = {k: Counter(v) for k, v in winners.items()}
+            print(path.stem, {k: v for k, v in rows[path.stem].items() if k != "winners"},
+                  flush=True)
+    columns = [k for k in next(iter(rows.values())) if k != "winners"]
+    median = {c: round(statistics.median(r[c] for r in rows.values()), 3) for c in columns}
+    wins = {m: f"{sum(r[m] < r['retrieval'] for r in rows.values())}/{len(rows)}"
+            for m in methods[1:]}
+    sources = defaultdict(Counter)
+    for r in rows.values():
+        for m, counts in r["winners"].items():
+            sources[m].update(counts)
+    result = {"presets": len(rows), "repeats": args.repeats, "budgets": args.budgets,
+              "library": matcher.library.header | {"entries": len(matcher.library)},
+              "seconds": round(time.perf_counter() - t_all),
+              "median": median,
+              "closer_than_retrieval_on": wins,
+              "median_wall_s": {m: round(statistics.median(v), 3) for m, v in walls.items()},
+              "answer_from": {m: dict(v) for m, v in sources.items()},
+              "per_preset": {k: {c: v for c, v in r.items() if c != "winners"}
+                             for k, r in rows.items()}}
+    print(json.dumps({k: v for k, v in result.items() if k not in ("per_preset", "library")},
+                     indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

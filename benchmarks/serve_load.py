@@ -4,7 +4,8 @@ Starts a local Ray and Serve in this process (the default model), then for each
 setting of the model deployment's request batching (``max_batch_size`` 1 = off,
 and 8) sends ``--warmup`` requests, then ``--requests`` timed ones from
 ``--concurrency`` client threads: POST /v1/match with a 2 s WAV rendered from a
-sampled preset, no refinement, no tutorial. Reports errors, p50/p95/p99 latency,
+sampled preset, ``budget_seconds`` = ``--budget`` (0: the network's answer alone, no
+search), no tutorial. Reports errors, p50/p95/p99 latency,
 throughput and the model batch sizes seen, and the batched/unbatched ratios.
 
     python benchmarks/serve_load.py --requests 200 --concurrency 8 --json out.json
@@ -43,11 +44,12 @@ def _clips(n: int) -> list[bytes]:
     return out
 
 
-def _run(base: str, clips: list[bytes], n: int, concurrency: int) -> dict:
+def _run(base: str, clips: list[bytes], n: int, concurrency: int, budget: float) -> dict:
     def one(i: int):
         t0 = time.perf_counter()
-        r = requests.post(f"{base}/v1/match", files={"audio": (f"c{i}.wav", clips[i % len(clips)])},
-                          timeout=300)
+        r = requests.post(f"{base}/v1/match",
+                          files={"audio": (f"c{i}.wav", clips[i % len(clips)])},
+                          data={"budget_seconds": str(budget)}, timeout=300)
         ms = 1000 * (time.perf_counter() - t0)
         ok = r.status_code == 200
         return ms, ok, (r.json().get("batch_size", 0) if ok else 0)
@@ -72,6 +74,8 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--warmup", type=int, default=24)
     p.add_argument("--batch-size", type=int, default=8, help="the batched setting")
+    p.add_argument("--budget", type=float, default=0.0,
+                   help="each request's budget_seconds (default 0: no search)")
     p.add_argument("--json")
     args = p.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -94,8 +98,8 @@ def main() -> None:
             serve.run(build_app({"max_batch_size": size, "demo": False}), name="synthmatch",
                       route_prefix="/")
             assert wait_until_ready(base), "the app did not start"
-            _run(base, clips, args.warmup, args.concurrency)
-            results[name] = _run(base, clips, args.requests, args.concurrency)
+            _run(base, clips, args.warmup, args.concurrency, args.budget)
+            results[name] = _run(base, clips, args.requests, args.concurrency, args.budget)
             print(name, json.dumps(results[name]), flush=True)
     finally:
         serve.shutdown()

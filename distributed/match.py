@@ -1,12 +1,14 @@
 """Match a folder of clips with Ray Data: presets and a results table.
 
     python -m distributed.match --input clips/ --out matched/ [--checkpoint model.pt]
-        [--refine-seconds S]
+        [--budget SECONDS]
 
 Clip files (WAV, FLAC, OGG, MP3) are read as bytes by Ray Data, matched in Ray Data
 tasks (each worker process loads the checkpoint once), and each preset is written
 to ``OUT/presets/<clip stem>_<format>.vital``. ``OUT/results.csv`` has one row per clip:
-the preset, note, distance, timings, or the error that stopped it (a bad clip
+the preset, note, distance, where the answer came from (``model.search``: the network's
+point answer, a library entry or refinement) and how many candidates were rendered,
+timings, or the error that stopped it (a bad clip
 never stops the job).
 """
 
@@ -23,11 +25,12 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from distributed.storage import resolve, write_atomic
+from model.search import DEFAULT_BUDGET_SECONDS
 from synth.config import ConfigError
 
 log = logging.getLogger("distributed.match")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
-FIELDS = ["clip", "preset", "note", "note_source", "mrstft", "refined_from",
+FIELDS = ["clip", "preset", "note", "note_source", "mrstft", "answer_from", "rendered",
           "total_ms", "error"]
 
 
@@ -35,12 +38,12 @@ class ClipMatcher:
     """Clip bytes -> presets written, result rows returned; :func:`match_clips` keeps one
     per Ray worker process."""
 
-    def __init__(self, checkpoint: str | None, out: str, refine_seconds: float):
+    def __init__(self, checkpoint: str | None, out: str, budget_seconds: float):
         from model.match import Matcher
 
         self.matcher = Matcher(checkpoint)
         self.out = resolve(out)
-        self.refine_seconds = refine_seconds
+        self.budget_seconds = budget_seconds
 
     def _one(self, path: str, data: bytes) -> dict:
         from model.audio_input import AudioInputError
@@ -49,7 +52,7 @@ class ClipMatcher:
         row = dict.fromkeys(FIELDS, "")
         row["clip"] = name
         try:
-            r = self.matcher.match(bytes(data), name=name, refine_seconds=self.refine_seconds)
+            r = self.matcher.match(bytes(data), name=name, budget_seconds=self.budget_seconds)
         except (AudioInputError, ValueError) as exc:
             row["error"] = str(exc)
             return row
@@ -59,8 +62,8 @@ class ClipMatcher:
                      json.dumps(r.preset.data).encode())
         row.update(preset=f"presets/{preset_name}", note=r.note,
                    note_source=r.note_source, mrstft=round(r.distance["audio/mrstft"], 4),
-                   refined_from=(round(r.refinement["distance_before"], 4)
-                                 if r.refinement else ""),
+                   answer_from="point" if r.search is None else r.search["winner"]["source"],
+                   rendered=0 if r.search is None else r.search["rendered"],
                    total_ms=round(r.timings_ms["total"], 1))
         return row
 
@@ -70,19 +73,20 @@ class ClipMatcher:
 
 
 @functools.lru_cache(maxsize=1)
-def _matcher_for(checkpoint: str | None, out: str, refine_seconds: float) -> ClipMatcher:
-    return ClipMatcher(checkpoint, out, refine_seconds)
+def _matcher_for(checkpoint: str | None, out: str, budget_seconds: float) -> ClipMatcher:
+    return ClipMatcher(checkpoint, out, budget_seconds)
 
 
-def match_clips(batch: dict, checkpoint: str | None, out: str, refine_seconds: float) -> dict:
+def match_clips(batch: dict, checkpoint: str | None, out: str, budget_seconds: float) -> dict:
     """Ray Data map function; plain tasks, as in ``distributed.generate.render_ids`` (Ray
     retries a task whose worker died; no actor-restart error line), with the checkpoint
     loaded once per worker process."""
-    return _matcher_for(checkpoint, out, refine_seconds)(batch)
+    return _matcher_for(checkpoint, out, budget_seconds)(batch)
 
 
 def run(input_uri: str, out: str, checkpoint: str | None = None,
-        refine_seconds: float = 0.0, workers: int | None = None) -> list[dict]:
+        budget_seconds: float = DEFAULT_BUDGET_SECONDS, workers: int | None = None
+        ) -> list[dict]:
     """Match every clip under ``input_uri``; returns the result rows. Needs Ray."""
     import ray
 
@@ -100,7 +104,7 @@ def run(input_uri: str, out: str, checkpoint: str | None = None,
     from distributed.match import match_clips  # by its importable name, also as __main__
 
     results = ds.map_batches(match_clips, fn_kwargs={
-        "checkpoint": checkpoint, "out": out, "refine_seconds": refine_seconds},
+        "checkpoint": checkpoint, "out": out, "budget_seconds": budget_seconds},
         batch_size=4, compute=ray.data.TaskPoolStrategy(size=workers), num_cpus=1)
     rows = sorted(results.take_all(), key=lambda r: r["clip"])  # small rows, no audio
     dest = resolve(out)
@@ -121,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", required=True, help="folder or URI of clips")
     p.add_argument("--out", required=True, help="folder or URI for presets/ and results.csv")
     p.add_argument("--checkpoint", help="model.pt (default: the shipped model)")
-    p.add_argument("--refine-seconds", type=float, default=0.0)
+    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET_SECONDS, metavar="SECONDS",
+                   help="search time per clip (model.match's --budget; default "
+                        f"{DEFAULT_BUDGET_SECONDS:g}, 0: the network's answer alone)")
     p.add_argument("--workers", type=int,
                    help="match tasks at once (default: cluster CPUs less one)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
@@ -134,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def job():
         init_ray(args.address)
-        run(args.input, args.out, args.checkpoint, args.refine_seconds, args.workers)
+        run(args.input, args.out, args.checkpoint, args.budget, args.workers)
 
     return run_job(job, (ConfigError, CheckpointError, FileNotFoundError))
 

@@ -136,10 +136,32 @@ def load_clip(source: str | os.PathLike | bytes, sample_rate: int, num_samples: 
     if _db(peak) <= cfg.silence_dbfs:
         raise AudioInputError(label, f"is silent (peak {_db(peak):.0f} dBFS, the threshold is "
                                      f"{cfg.silence_dbfs:g} dBFS)")
+    audio, gain_db = prepare_audio(mono, num_samples, cfg)
+    return Clip(audio, label, sample_rate, sr, info.channels, float(info.duration), gain_db)
+
+
+def trim_onset(mono: np.ndarray, num_samples: int, config: InputConfig | None = None
+               ) -> np.ndarray:
+    """``mono`` from its onset (the first sample within ``trim_db`` of the peak), cropped or
+    zero-padded to ``num_samples``; the level is left as it is."""
+    cfg = config or InputConfig()
+    mono = np.asarray(mono, dtype=np.float32)
+    peak = float(np.max(np.abs(mono), initial=0.0))
     start = int(np.argmax(np.abs(mono) > peak * 10 ** (-cfg.trim_db / 20)))
     mono = mono[start:start + num_samples]
-    mono = np.pad(mono, (0, num_samples - len(mono)))
+    return np.pad(mono, (0, num_samples - len(mono)))
+
+
+def prepare_audio(mono: np.ndarray, num_samples: int, config: InputConfig | None = None
+                  ) -> tuple[np.ndarray, float]:
+    """Mono audio at the model's rate -> what the network reads, and the gain applied (dB).
+
+    Leading audio more than ``trim_db`` under the peak is cut, the rest cropped or
+    zero-padded to ``num_samples`` and brought to ``target_rms_dbfs`` (peak kept <= 0.99).
+    Every clip goes through this, and so does every library entry (``model.library``), so
+    that both are compared as the same kind of sound."""
+    cfg = config or InputConfig()
+    mono = trim_onset(mono, num_samples, cfg)
     gain = 10 ** ((cfg.target_rms_dbfs - active_rms_dbfs(mono)) / 20)
     gain = min(gain, 0.99 / max(float(np.max(np.abs(mono))), 1e-9))
-    return Clip((mono * gain).astype(np.float32), label, sample_rate, sr, info.channels,
-                float(info.duration), _db(gain))
+    return (mono * gain).astype(np.float32), _db(gain)

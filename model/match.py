@@ -1,17 +1,20 @@
-"""Matching a clip to a Vital preset with a trained checkpoint, optionally refined.
+"""Matching a clip to a Vital preset: the network's answer, then a search within a budget.
 
-    python -m model.match clip.wav -o matched.vital --checkpoint runs/core/model.pt \
+    python -m model.match clip.wav -o matched.vital --budget 5 \
         --preview matched.wav --json report.json
 
 The clip is read and prepared by ``model.audio_input``; the network predicts the
-parameters, the note is cross-checked against a pitch (f0) estimate, and the
-patch is written onto the synthmatch base preset with a name and comment that
-say where it came from. A categorical parameter takes the class of least
-expected distance in sound (``model.decoding``) when a ``class_costs.json`` lies
-beside the checkpoint (the default model has one), else its most probable class.
-Confidence: for a categorical parameter the chosen class's probability; for a
-continuous one ``1 - spread / 0.29`` over ``mc_passes`` fixed dropout masks (0.29
-is the spread of a uniform guess).
+parameters, the note is cross-checked against a pitch (f0) estimate. With a budget
+(``--budget SECONDS``, default 1 s, 0 to 30) ``model.search`` then renders the network's
+answer and the nearest entries of the library shipped beside the checkpoint
+(``library.npz``, ``model.library``), ranks them by the distance heard and refines the
+best with the time left; budget 0 is the network's answer alone. The answer is written
+onto the synthmatch base preset with a name and comment that say where it came from.
+A categorical parameter takes the class of least expected distance in sound
+(``model.decoding``) when a ``class_costs.json`` lies beside the checkpoint (the default
+model has one), else its most probable class. Confidence: for a categorical parameter the
+chosen class's probability; for a continuous one ``1 - spread / 0.29`` over ``mc_passes``
+fixed dropout masks (0.29 is the spread of a uniform guess).
 """
 
 from __future__ import annotations
@@ -28,11 +31,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.audio_input import FORMATS, AudioInputError, Clip, InputConfig, load_clip
+from model.audio_input import (
+    FORMATS,
+    AudioInputError,
+    Clip,
+    InputConfig,
+    load_clip,
+    trim_onset,
+)
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.decoding import choose_classes, costs_beside
 from model.level import Level, active_rms_dbfs, choose_level
+from model.library import Library, LibraryError
 from model.metrics import mrstft_distance
+from model.search import DEFAULT_BUDGET_SECONDS, MAX_BUDGET_SECONDS, Candidate, Search
 from model.tutorial import Tutorial, write_tutorial
 from synth.audio import write_wav
 from synth.base import base_preset
@@ -79,6 +91,7 @@ class MatchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     refinement: dict | None = None  # distance before and after, evaluations, seconds
     level: Level | None = None  # the level the answer plays at, and why
+    search: dict | None = None  # what the search rendered and where the answer came from
 
     def report(self, filename: str, *, tutorial: Tutorial | None = None, batch_size: int = 1,
                preview_wav: bytes | None = None) -> dict:
@@ -99,6 +112,7 @@ class MatchResult:
             "parameters": self.params,
             "distance": {k.split("/")[-1]: round(v, 4) for k, v in self.distance.items()},
             "refinement": self.refinement,
+            "search": self.search,
             "level": None if self.level is None else self.level.to_dict(),
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
             "batch_size": batch_size,
@@ -131,12 +145,22 @@ class Matcher:
     """
 
     def __init__(self, checkpoint: str | Path | None = None,
-                 input_config: InputConfig | None = None, mc_passes: int = 8):
+                 input_config: InputConfig | None = None, mc_passes: int = 8,
+                 library: str | Path | None = None, use_library: bool = True):
+        """``library``: the search's retrieval library (default: ``library.npz`` beside the
+        checkpoint, when there is one); ``use_library=False``: search without one."""
         path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         if checkpoint is None and not path.exists():
             raise CheckpointError(f"{path}: no default model is shipped yet; pass --checkpoint")
         self.ckpt = load_checkpoint(path)
         self.space = self.ckpt.space
+        self.library: Library | None = None
+        lib_path = Path(library) if library else path.parent / "library.npz"
+        if use_library and (library or lib_path.exists()):
+            self.library = Library.load(lib_path)
+            self.library.check(self.space, self.ckpt.features, str(lib_path))
+            log.debug("library %s: %d entries", lib_path, len(self.library))
+        self._search: Search | None = None
         # per categorical parameter: its cost matrix for MBR decoding, or None (argmax)
         self.class_costs = costs_beside(path, self.space)
         self.input_config = input_config or InputConfig()
@@ -211,6 +235,32 @@ class Matcher:
         from_f0 = f0 - self.space.pitch_offset(prediction.patch)
         return NoteChoice(int(np.clip(round(from_f0), 0, 127)), "f0", f0)
 
+    def searcher(self) -> Search:
+        """This matcher's search: its render threads and the library; made and warmed on
+        first use (a replica that never searches needs none)."""
+        if self._search is None:
+            self._search = Search(self.space, self.render_config, self.library,
+                                  self.ckpt.model.frontend, input_config=self.input_config)
+            self._search.warm()
+        return self._search
+
+    def search(self, clip: Clip, prediction: Prediction, note: NoteChoice, f0: float | None,
+               budget_seconds: float) -> tuple[Patch, NoteChoice, dict | None]:
+        """Search for up to ``budget_seconds`` from the network's answer and the library's
+        nearest entries (``model.search``): the patch found, the note it plays at, and the
+        ``search`` report (None for budget 0, the network's answer alone)."""
+        if not 0.0 <= budget_seconds <= MAX_BUDGET_SECONDS:
+            raise ValueError(f"budget {budget_seconds:g} s; allowed 0 to "
+                             f"{MAX_BUDGET_SECONDS:g} s")
+        if budget_seconds == 0:
+            return prediction.patch, note, None
+        point = Candidate(prediction.patch, note.note, "point")
+        found = self.searcher().run(clip.audio, point, f0, budget_seconds)
+        best = found.best
+        if best.library_id is not None:  # the note was chosen for the entry, from the f0
+            note = NoteChoice(best.note, "f0" if f0 is not None else "library", f0)
+        return best.patch, note, found.report(budget_seconds)
+
     def refine(self, clip: Clip, patch: Patch, note: int, seconds: float,
                evals: int = 400) -> tuple[Patch, dict]:
         """Search from ``patch`` for up to ``seconds`` / ``evals`` renders; never worse."""
@@ -235,9 +285,8 @@ class Matcher:
                 text = self.space.banks[p.bank].labels[int(raw[p.name])]
             else:  # a route's amount
                 text = f"{raw[p.name]:+.3f}"
-            row = {"name": p.name, "value": raw[p.name], "text": text}
-            if confidence is not None:
-                row["confidence"] = round(float(confidence[i]), 4)
+            row = {"name": p.name, "value": raw[p.name], "text": text,
+                   "confidence": None if confidence is None else round(float(confidence[i]), 4)}
             rows.append(row)
         return rows
 
@@ -257,59 +306,70 @@ class Matcher:
 
     def finish(self, clip: Clip, prediction: Prediction, note: NoteChoice,
                patch: Patch | None = None, refinement: dict | None = None,
-               timings_ms: dict | None = None) -> MatchResult:
+               timings_ms: dict | None = None, search: dict | None = None) -> MatchResult:
         """The preview render at the chosen note, the answer's level (``model.level``),
         display texts, the distances to the clip and the named preset, for ``patch``
-        (default: the prediction's)."""
+        (default: the prediction's). Confidences are the network's, so they are given only
+        for an answer grown from the network's (not for a library entry's)."""
         t0 = time.perf_counter()
         patch = prediction.patch if patch is None else patch
         given = clip.audio * np.float32(10.0 ** (-clip.gain_db / 20.0))  # the clip as given
         level = choose_level(active_rms_dbfs(given))  # level.clip_dbfs: the clip's level
         self.renderer.apply(patch)
         rendered = self.renderer.render_current(note.note).audio
-        patch, gain_db = self.set_level(patch, active_rms_dbfs(rendered), level)
+        # the preview from its onset, as the clip was read: a slow attack is heard in time
+        # with the clip, and the level is the one of what is compared
+        onset = trim_onset(rendered, len(clip.audio), self.input_config)
+        patch, gain_db = self.set_level(patch, active_rms_dbfs(onset), level)
         # the output gain scales the render: no second render for the preview
         preview = rendered * np.float32(10.0 ** (gain_db / 20.0))
-        params = self.parameters(patch, prediction.confidence)
+        aligned = onset * np.float32(10.0 ** (gain_db / 20.0))
+        from_library = search is not None and search["winner"]["library_id"] is not None
+        params = self.parameters(patch, None if from_library else prediction.confidence)
         t1 = time.perf_counter()
         # auraloss's multi-resolution STFT distance: the project's one audio metric, with
         # a known noise floor (two renders of one preset: about 0.8); as the answer plays
-        # against the clip as given, and with the answer at the clip's level
-        matched = preview * np.float32(10.0 ** ((level.clip_dbfs
-                                                 - active_rms_dbfs(preview)) / 20.0))
-        distance = {"audio/mrstft": mrstft_distance(preview, given),
+        # (from its onset) against the clip as given, and with the answer at the clip's level
+        matched = aligned * np.float32(10.0 ** ((level.clip_dbfs
+                                                 - active_rms_dbfs(aligned)) / 20.0))
+        distance = {"audio/mrstft": mrstft_distance(aligned, given),
                     "audio/mrstft_level_matched": mrstft_distance(matched, given)}
         stem = Path(clip.source).name
+        origin = ("" if search is None else
+                  f", found by a {search['budget_seconds']:g} s search: "
+                  f"{search['winner']['source']}"
+                  + ("" if not from_library else
+                     f" from library entry {search['winner']['library_id']}"))
         preset = apply_patch(base_preset(), self.space, patch,
                              name=f"synthmatch {Path(stem).stem}"[:64],
                              comments=f"Made by synthmatch from the clip '{stem}' (model "
-                                      f"{self.space.id}, note {note.note}). Starts from "
-                                      "synthmatch's base preset (Vital's init with a "
+                                      f"{self.space.id}, note {note.note}{origin}). Starts "
+                                      "from synthmatch's base preset (Vital's init with a "
                                       "basic-shapes wavetable).")
         timings = dict(timings_ms or {})
         timings["render"] = 1000 * (t1 - t0)
         timings["distance_and_preset"] = 1000 * (time.perf_counter() - t1)
         return MatchResult(preset, patch, note.note, note.source, note.f0_note, params, preview,
-                           distance, timings, refinement, level)
+                           distance, timings, refinement, level, search)
 
-    def match(self, source, name: str | None = None, refine_seconds: float = 0.0,
-              refine_evals: int = 400) -> MatchResult:
-        """Match a clip; with ``refine_seconds`` > 0, refine the prediction by search."""
+    def match(self, source, name: str | None = None,
+              budget_seconds: float = DEFAULT_BUDGET_SECONDS) -> MatchResult:
+        """Match a clip, searching for up to ``budget_seconds`` (0: the network's answer)."""
         t0 = time.perf_counter()
         clip = self.load(source, name)
         t1 = time.perf_counter()
-        f0 = self._pool.submit(f0_midi, clip.audio, clip.sample_rate)  # beside the network
+        f0_job = self._pool.submit(f0_midi, clip.audio, clip.sample_rate)  # beside the network
         prediction = self.predict([clip.audio])[0]
         t2 = time.perf_counter()
-        note = self.choose_note(prediction, f0.result())
+        f0 = f0_job.result()
+        note = self.choose_note(prediction, f0)
         t3 = time.perf_counter()
-        patch, refinement = prediction.patch, None
-        if refine_seconds > 0:
-            patch, refinement = self.refine(clip, patch, note.note, refine_seconds, refine_evals)
+        patch, note, search = self.search(clip, prediction, note, f0, budget_seconds)
         t4 = time.perf_counter()
         timings = {"read": 1000 * (t1 - t0), "predict": 1000 * (t2 - t1),
-                   "f0": 1000 * (t3 - t2), "refine": 1000 * (t4 - t3)}
-        result = self.finish(clip, prediction, note, patch, refinement, timings)
+                   "f0": 1000 * (t3 - t2), "search": 1000 * (t4 - t3)}
+        refinement = None if search is None else search["refinement"]
+        result = self.finish(clip, prediction, note, patch, refinement, timings, search)
         result.timings_ms["total"] = 1000 * (time.perf_counter() - t0)
         return result
 
@@ -323,10 +383,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preview", type=Path, help="also render the preset here (.wav)")
     p.add_argument("--json", type=Path, help="also write the report (parameters, confidences, "
                                              "note, distance, timings)")
-    p.add_argument("--refine-seconds", type=float, default=0.0,
-                   help="refine the prediction by search for up to this long (default 0: off)")
-    p.add_argument("--refine-evals", type=int, default=400,
-                   help="and for at most this many rendered candidates (default 400)")
+    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET_SECONDS, metavar="SECONDS",
+                   help="search time: render the network's answer and the library's nearest "
+                        "presets, keep the closest, refine it (0 to "
+                        f"{MAX_BUDGET_SECONDS:g}; default {DEFAULT_BUDGET_SECONDS:g}; 0: the "
+                        "network's answer alone)")
+    p.add_argument("--library", type=Path,
+                   help="the search's library (default: library.npz beside the checkpoint)")
     p.add_argument("--tutorial", action="store_true",
                    help="print a tutorial for building the preset in Vital (Claude with "
                         "ANTHROPIC_API_KEY set, else an offline one)")
@@ -335,9 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        matcher = Matcher(args.checkpoint, InputConfig(max_seconds=args.max_seconds))
-        result = matcher.match(args.audio, refine_seconds=args.refine_seconds,
-                               refine_evals=args.refine_evals)
+        if not 0 <= args.budget <= MAX_BUDGET_SECONDS:
+            p.error(f"--budget {args.budget:g}: allowed 0 to {MAX_BUDGET_SECONDS:g} seconds")
+        matcher = Matcher(args.checkpoint, InputConfig(max_seconds=args.max_seconds),
+                          library=args.library)
+        result = matcher.match(args.audio, budget_seconds=args.budget)
         save_preset(result.preset, args.out)
         if args.preview:
             write_wav(args.preview, result.preview, matcher.render_config.sample_rate)
@@ -353,10 +418,14 @@ def main(argv: list[str] | None = None) -> int:
             write_text(args.json, json.dumps(report, indent=2))
     except BrokenPipeError:
         raise  # a closed stdout is no error: run_command ends quietly
-    except (AudioInputError, CheckpointError, ValueError, OSError) as exc:
+    except (AudioInputError, CheckpointError, LibraryError, ValueError, OSError) as exc:
         return error(exc)
-    log.info("wrote %s (note %d from %s, MR-STFT distance %.3f, %.0f ms)", args.out, result.note,
-             result.note_source, result.distance["audio/mrstft"], result.timings_ms["total"])
+    found = ("" if result.search is None else
+             f"; {result.search['rendered']} candidates rendered, the answer from "
+             f"{result.search['winner']['source']}")
+    log.info("wrote %s (note %d from %s, MR-STFT distance %.3f, %.0f ms%s)", args.out,
+             result.note, result.note_source, result.distance["audio/mrstft"],
+             result.timings_ms["total"], found)
     return 0
 
 

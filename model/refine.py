@@ -4,14 +4,20 @@ A separable evolution strategy (diagonal CMA-ES in spirit: a mean and one step
 size per parameter) moves the continuous parameters in unit space; discrete
 parameters and the note stay as predicted. Candidates are rendered in parallel
 on a pool of threads, one ``Renderer`` (one ``vita.Synth``) each, and scored by
-auraloss's multi-resolution STFT distance to the clip. The start point is
-scored first and the best point ever seen is returned, so the result is never
-worse than the prediction.
+auraloss's multi-resolution STFT distance to the clip, each render prepared first the
+way the clip was when ``prepare`` is given (``model.audio_input.prepare_audio``: onset
+trimmed, so a slow attack is compared in time with the trimmed clip; brought to the
+clip's level, since the matcher sets the answer's level afterwards and the search should
+spend its renders on timbre). The start point is scored
+first (unless its distance is given) and the best point ever seen is returned, so the
+result is never worse than the start. A generation starts only while the time left
+holds one as long as the last, so a search ends close to ``max_seconds``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +38,18 @@ class RefineResult:
     history: list[float]  # best distance after each generation
 
 
+def prepared_distance(loss, audio: np.ndarray, target: torch.Tensor,
+                      prepare: Callable[[np.ndarray], np.ndarray], silence_dbfs: float) -> float:
+    """``loss`` between ``prepare(audio)`` and ``target`` (a clip prepared the same way);
+    inf for a silent render (peak at or under ``silence_dbfs``: nothing to prepare)."""
+    peak = float(np.max(np.abs(audio), initial=0.0))
+    if 20 * np.log10(max(peak, 1e-12)) <= silence_dbfs:
+        return float("inf")
+    a = audio_tensor(prepare(audio)[: target.shape[-1]])
+    with torch.no_grad():
+        return float(loss(a, target[..., : a.shape[-1]]))
+
+
 class Refiner:
     """Holds the thread pool of renderers; ``refine`` runs one search."""
 
@@ -42,9 +60,15 @@ class Refiner:
         self.pool = RenderPool(space, render, threads)
         self.loss = auraloss.freq.MultiResolutionSTFTLoss()
 
-    def score(self, patches: list[Patch], note: int, target: torch.Tensor) -> list[float]:
+    def score(self, patches: list[Patch], note: int, target: torch.Tensor,
+              prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> list[float]:
+        """Each patch's distance to ``target`` at ``note`` (each render through ``prepare``
+        first, when given), rendered on the pool."""
         def distance(renderer: Renderer, patch: Patch) -> float:
             audio = renderer.render(patch, note).audio
+            if prepare is not None:
+                return prepared_distance(self.loss, audio, target, prepare,
+                                         self.render_config.silence_dbfs)
             a = audio_tensor(audio[: target.shape[-1]])
             with torch.no_grad():
                 return float(self.loss(a, target[..., : a.shape[-1]]))
@@ -53,22 +77,32 @@ class Refiner:
 
     def refine(self, start: Patch, note: int, clip: np.ndarray, *, max_evals: int = 200,
                max_seconds: float = 20.0, sigma: float = 0.1, population: int = 8,
-               seed: int = 0) -> RefineResult:
+               seed: int = 0, start_distance: float | None = None,
+               prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+               generation_seconds: float = 0.0) -> RefineResult:
+        """Search from ``start`` at ``note`` towards ``clip``; ``evaluations`` counts the
+        start. ``start_distance``: the start's distance when already measured (the same
+        way: through ``prepare`` when it is given). ``generation_seconds``: how long
+        a generation is expected to take, so that the first starts only if it fits too."""
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
         target = audio_tensor(clip)
         best_x = start.continuous.copy()
-        best = start_d = self.score([start], note, target)[0]
-        evals, history = 1, [best]
+        best = start_d = (self.score([start], note, target, prepare)[0]
+                          if start_distance is None else start_distance)
+        evals, history, last = 1, [best], generation_seconds
         mean = best_x.copy()
         step = np.full_like(mean, sigma)
         mu = population // 2
         weights = np.log(mu + 0.5) - np.log(np.arange(1, mu + 1))
         weights /= weights.sum()
-        while evals + population <= max_evals and time.perf_counter() - t0 < max_seconds:
+        while (evals + population <= max_evals
+               and time.perf_counter() - t0 + last <= max_seconds):
+            g0 = time.perf_counter()
             z = rng.standard_normal((population, len(mean)))
             xs = np.clip(mean + step * z, 0.0, 1.0)
-            scores = self.score([Patch(x, start.categorical) for x in xs], note, target)
+            scores = self.score([Patch(x, start.categorical) for x in xs], note, target,
+                                prepare)
             evals += population
             order = np.argsort(scores)
             if scores[order[0]] < best:
@@ -79,5 +113,6 @@ class Refiner:
             spread = np.sqrt(weights @ (z[elite] ** 2))
             step = np.clip(step * (0.8 + 0.4 * spread), 0.005, 0.3)
             history.append(best)
+            last = time.perf_counter() - g0
         return RefineResult(Patch(best_x, start.categorical.copy()), start_d, best, evals,
                             time.perf_counter() - t0, history)

@@ -1,6 +1,6 @@
 """The HTTP API (FastAPI), built inside the ingress replica around a ``MatchService``.
 
-    POST /v1/match     multipart: audio (file), refine_seconds, tutorial, description, preview
+    POST /v1/match     multipart: audio (file), budget_seconds, tutorial, description, preview
     POST /v1/render    multipart: preset (.vital file), note, velocity -> audio/wav
     POST /v1/tutorial  multipart: preset (.vital file), note, description
     GET  /v1/info      model version, space id, scope, limits
@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from model.search import DEFAULT_BUDGET_SECONDS
 from serve.errors import CODES, ApiError, error_body
 from serve.service import MatchService
 
@@ -168,14 +169,17 @@ def build_api(service: MatchService) -> FastAPI:
               dependencies=bearer)
     async def match(
         audio: Annotated[UploadFile, File(description="WAV, FLAC, OGG or MP3")],
-        refine_seconds: Annotated[float, Form(ge=0.0, description="search time (s)")] = 0.0,
+        budget_seconds: Annotated[float, Form(
+            ge=0.0, description="search time (s): render the network's answer and the "
+                                "library's nearest presets, keep the closest, refine it; "
+                                "0: the network's answer alone")] = DEFAULT_BUDGET_SECONDS,
         tutorial: Annotated[bool, Form(description="include a tutorial")] = False,
         description: Annotated[str, Form(max_length=500, description="what the sound is "
                                                                      "(for the tutorial)")] = "",
         preview: Annotated[bool, Form(description="include the preview, base64 WAV")] = False,
     ):
         data = await audio.read()
-        out = await service.match(data, audio.filename, refine_seconds, tutorial, description)
+        out = await service.match(data, audio.filename, budget_seconds, tutorial, description)
         return out.to_json(service.sample_rate, preview)
 
     @app.post("/v1/render", summary="Render a .vital preset to WAV", dependencies=bearer,

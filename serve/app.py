@@ -15,7 +15,8 @@ config):
   (``@serve.batch``), autoscaled on queued requests.
 - ``Render``: display texts, the preview render and its distance, ``/v1/render``;
   CPU-bound (vita), autoscaled.
-- ``Refine``: the optional search; each call holds a replica for its seconds.
+- ``Search``: the search within the request's budget (``model.search``); each call holds
+  a replica for its seconds.
 
 Nothing runs at import: the module only describes the deployments; the
 checkpoint is loaded in each replica's constructor.
@@ -105,8 +106,10 @@ class Render:
         return True
 
     def finish(self, clip: Clip, prediction: Prediction, note: NoteChoice, patch: Patch,
-               refinement: dict | None, timings_ms: dict) -> MatchResult:
-        return self.matcher.finish(clip, prediction, note, patch, refinement, timings_ms)
+               refinement: dict | None, timings_ms: dict,
+               search: dict | None = None) -> MatchResult:
+        return self.matcher.finish(clip, prediction, note, patch, refinement, timings_ms,
+                                   search)
 
     def render_preset(self, preset: Preset, note: int, velocity: float) -> np.ndarray:
         return self.matcher.renderer.render_preset(preset, note, velocity=velocity).audio
@@ -122,18 +125,19 @@ class Render:
     ray_actor_options={"num_cpus": 0.5},
     logging_config=QUIET,
 )
-class Refine:
-    """The optional search from the prediction (one at a time per replica)."""
+class Search:
+    """The search within a request's budget (one at a time per replica)."""
 
     def __init__(self, checkpoint: str = ""):
         self.matcher = _matcher(checkpoint)
+        self.matcher.searcher()  # its synths and the distance made now, not on a request
 
     def ready(self) -> bool:
         return True
 
-    def refine(self, clip: Clip, patch: Patch, note: int, seconds: float,
-               evals: int) -> tuple[Patch, dict]:
-        return self.matcher.refine(clip, patch, note, seconds, evals)
+    def search(self, clip: Clip, prediction: Prediction, note: NoteChoice, f0: float | None,
+               budget_seconds: float) -> tuple[Patch, NoteChoice, dict | None]:
+        return self.matcher.search(clip, prediction, note, f0, budget_seconds)
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=64,
@@ -144,19 +148,19 @@ class Api:
     which answers 503 with ``Retry-After`` while the FastAPI app (and the demo) is built
     in the background and the other deployments start."""
 
-    def __init__(self, model, render, refine, config: dict | None = None):
+    def __init__(self, model, render, search, config: dict | None = None):
         self.config = ServeConfig.from_dict(config)
-        self.handles = (model, render, refine)
+        self.handles = (model, render, search)
 
     async def _build(self):
         from serve.api import build_api
         from serve.service import MatchService
 
-        model, render, refine = self.handles
-        service = await asyncio.to_thread(MatchService, model, render, refine, self.config)
+        model, render, search = self.handles
+        service = await asyncio.to_thread(MatchService, model, render, search, self.config)
         app = await asyncio.to_thread(build_api, service)
         # every stage answers before the first request is let in
-        await asyncio.gather(model.ready.remote(), render.ready.remote(), refine.ready.remote())
+        await asyncio.gather(model.ready.remote(), render.ready.remote(), search.ready.remote())
         return app
 
     def __serve_build_asgi_app__(self):
@@ -191,7 +195,7 @@ def build_app(args: dict | None = None):
     ckpt = config.checkpoint
     batching = {"max_batch_size": config.max_batch_size, "batch_wait_ms": config.batch_wait_ms}
     return Api.bind(Model.options(user_config=batching).bind(ckpt), Render.bind(ckpt),
-                    Refine.bind(ckpt), config.to_dict())
+                    Search.bind(ckpt), config.to_dict())
 
 
 app = build_app()

@@ -20,9 +20,8 @@ class ServeConfig:
     checkpoint: str = ""  # model.pt on every node ("": the shipped default model)
     max_upload_mb: float = 20.0  # larger request bodies are refused with 413
     max_clip_seconds: float = 30.0  # longer clips are refused with 422
-    request_timeout_s: float = 30.0  # per request, refinement time added on top
-    max_refine_seconds: float = 30.0  # the most refinement a request may ask for
-    refine_evals: int = 400  # render budget of one refinement
+    request_timeout_s: float = 30.0  # per request, the search budget added on top
+    max_budget_seconds: float = 30.0  # the longest search a request may ask for
     auth_token_env: str = "SYNTHMATCH_API_TOKEN"  # when set and non-empty, /v1/* needs it
     cors_origins: tuple[str, ...] = ()  # CORS stays off unless origins are listed
     demo: bool = True  # mount the Gradio demo at /demo
@@ -37,9 +36,8 @@ class ServeConfig:
                 "0 < s <= 600")
         require(0 < self.request_timeout_s <= 3600, "request_timeout_s", self.request_timeout_s,
                 "0 < s <= 3600")
-        require(0 <= self.max_refine_seconds <= 600, "max_refine_seconds",
-                self.max_refine_seconds, "0 <= s <= 600")
-        require(self.refine_evals >= 1, "refine_evals", self.refine_evals, ">= 1")
+        require(0 <= self.max_budget_seconds <= 30, "max_budget_seconds",
+                self.max_budget_seconds, "0 <= s <= 30")
         require(self.auth_token_env.isidentifier(), "auth_token_env", self.auth_token_env,
                 "an environment variable name")
         require(all(isinstance(o, str) and o for o in self.cors_origins), "cors_origins",

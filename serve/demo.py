@@ -1,7 +1,7 @@
 """The Gradio demo, mounted at ``/demo`` by the ingress; it calls the same
 ``MatchService.match`` as ``POST /v1/match``.
 
-Upload or record a clip, optionally describe it and turn on refinement; get the
+Upload or record a clip, optionally describe it and set the search time; get the
 preview, the ``.vital`` file, the parameter table with confidences and a tutorial.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from model.search import DEFAULT_BUDGET_SECONDS
 from serve.errors import ApiError
 from serve.service import MatchService
 
@@ -26,13 +27,13 @@ def build_demo(service: MatchService) -> gr.Blocks:
     cfg = service.config
     out_dir = Path(tempfile.mkdtemp(prefix="synthmatch-demo-"))
 
-    async def run(audio_path: str | None, description: str, refine: bool, seconds: float):
+    async def run(audio_path: str | None, description: str, seconds: float):
         if not audio_path:
             raise gr.Error("Upload or record a clip of one note first.")
         path = Path(audio_path)
         try:
             out = await service.match(path.read_bytes(), path.name,
-                                      float(seconds) if refine else 0.0, tutorial=True,
+                                      float(seconds), tutorial=True,
                                       description=description or "")
         except ApiError as exc:
             raise gr.Error(exc.message) from None
@@ -45,10 +46,10 @@ def build_demo(service: MatchService) -> gr.Blocks:
         summary = (f"**Note** {r.note} (from the {r.note_source})  ·  **distance to your clip** "
                    f"{r.distance['audio/mrstft']:.2f} (multi-resolution STFT; two renders of "
                    f"one preset differ by about 0.8)  ·  {r.timings_ms['total']:.0f} ms")
-        if r.refinement:
-            summary += (f"  ·  refined {r.refinement['distance_before']:.2f} -> "
-                        f"{r.refinement['distance_after']:.2f} in "
-                        f"{r.refinement['evaluations']} renders")
+        if r.search:
+            summary += (f"  ·  searched {r.search['seconds']:.1f} s: {r.search['rendered']} "
+                        f"candidates rendered, the answer from "
+                        f"{r.search['winner']['source']}")
         tutorial = out.tutorial.text if out.tutorial else ""
         return summary, (service.sample_rate, pcm), str(vital), rows, tutorial
 
@@ -60,9 +61,11 @@ def build_demo(service: MatchService) -> gr.Blocks:
                                 label="Your clip (one note)", elem_id="clip")
                 description = gr.Textbox(label="What is it? (optional, for the tutorial)",
                                          placeholder="a plucky bass", max_length=500)
-                refine = gr.Checkbox(label="Refine by search (slower, closer)", value=False)
-                seconds = gr.Slider(1, max(1.0, cfg.max_refine_seconds), value=min(
-                    10.0, max(1.0, cfg.max_refine_seconds)), step=1, label="Refinement seconds")
+                seconds = gr.Slider(0, cfg.max_budget_seconds,
+                                    value=min(DEFAULT_BUDGET_SECONDS, cfg.max_budget_seconds),
+                                    step=0.5, elem_id="budget",
+                                    label="Search seconds (longer: closer; 0: the network's "
+                                          "answer alone)")
                 button = gr.Button("Match", variant="primary", elem_id="match")
             with gr.Column():
                 summary = gr.Markdown(elem_id="summary")
@@ -72,7 +75,7 @@ def build_demo(service: MatchService) -> gr.Blocks:
         table = gr.Dataframe(headers=["parameter", "value (Vital's display)", "confidence"],
                              label="Parameters", interactive=False, elem_id="params")
         tutorial = gr.Markdown(label="Tutorial", elem_id="tutorial")
-        button.click(run, [clip, description, refine, seconds],
+        button.click(run, [clip, description, seconds],
                      [summary, preview, vital, table, tutorial])
     demo.vibe_mode = False  # Gradio's AI code editor stays off whatever the environment says
     return demo

@@ -3,7 +3,7 @@ is ready, instead of requests that hang while the deployments start.
 
 Serve routes requests to the ingress as soon as its replica is up. Loading the model,
 building the API and the Gradio demo, and waiting for the ``Model``, ``Render`` and
-``Refine`` replicas take tens of seconds, so the ingress replica comes up with this
+``Search`` replicas take tens of seconds, so the ingress replica comes up with this
 small ASGI app in front, builds the real one in the background, and hands every
 request to it once it is ready. Until then each request (``/healthz`` too: the app is
 not healthy yet) is answered at once with the API's error body and a ``Retry-After``.

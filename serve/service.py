@@ -5,7 +5,7 @@ A match request flows through the deployments of ``serve.app``:
     ingress: read + check the upload (model.audio_input)
       -> Model.predict (batched across requests)
       -> ingress: note check against the clip's f0
-      -> Refine.refine (only when asked)
+      -> Search.search (when the budget is over 0: model.search)
       -> Render.finish (display texts, preview render, distance, preset)
       -> ingress: tutorial (Claude or the offline template), JSON
 
@@ -28,6 +28,7 @@ import numpy as np
 from model.audio_input import FORMATS, AudioInputError, InputConfig, sniff_format
 from model.decoding import costs_path
 from model.match import DEFAULT_CHECKPOINT, Matcher, MatchResult, f0_midi
+from model.search import DEFAULT_BUDGET_SECONDS
 from model.tutorial import Tutorial, write_tutorial
 from serve.config import ServeConfig
 from serve.errors import ApiError
@@ -62,8 +63,8 @@ class MatchOutput:
 class MatchService:
     """Holds the deployment handles and the ingress's own (synth-free) Matcher."""
 
-    def __init__(self, model, render, refine, config: ServeConfig):
-        self.model, self.render, self.refine = model, render, refine
+    def __init__(self, model, render, search, config: ServeConfig):
+        self.model, self.render, self.search = model, render, search
         self.config = config
         path = Path(config.checkpoint) if config.checkpoint else DEFAULT_CHECKPOINT
         self.matcher = Matcher(path, InputConfig(max_seconds=config.max_clip_seconds))
@@ -96,7 +97,7 @@ class MatchService:
                       "formats": FORMATS},
             "limits": {"max_upload_mb": cfg.max_upload_mb,
                        "max_clip_seconds": cfg.max_clip_seconds,
-                       "max_refine_seconds": cfg.max_refine_seconds,
+                       "max_budget_seconds": cfg.max_budget_seconds,
                        "request_timeout_s": cfg.request_timeout_s},
             "auth": cfg.auth_token() is not None,
         }
@@ -132,16 +133,17 @@ class MatchService:
 
     # -- the three operations -----------------------------------------------------------
 
-    async def match(self, data: bytes, filename: str | None, refine_seconds: float = 0.0,
-                    tutorial: bool = False, description: str = "") -> MatchOutput:
+    async def match(self, data: bytes, filename: str | None,
+                    budget_seconds: float = DEFAULT_BUDGET_SECONDS, tutorial: bool = False,
+                    description: str = "") -> MatchOutput:
         cfg = self.config
         name = safe_name(filename, "upload")
-        if not 0.0 <= refine_seconds <= cfg.max_refine_seconds:
+        if not 0.0 <= budget_seconds <= cfg.max_budget_seconds:
             raise ApiError(422, "invalid_request",
-                           f"refine_seconds = {refine_seconds:g}; allowed 0 to "
-                           f"{cfg.max_refine_seconds:g}")
+                           f"budget_seconds = {budget_seconds:g}; allowed 0 to "
+                           f"{cfg.max_budget_seconds:g}")
         start = time.monotonic()
-        deadline = start + cfg.request_timeout_s + refine_seconds
+        deadline = start + cfg.request_timeout_s + budget_seconds
         self._check_upload(data, name)
         try:
             clip = await asyncio.to_thread(self.matcher.load, data, name)
@@ -157,18 +159,19 @@ class MatchService:
             t_pred = time.monotonic()
             f0_note = await f0
         note = self.matcher.choose_note(prediction, f0_note)
-        patch, refinement = prediction.patch, None
+        patch, search = prediction.patch, None
         t_note = time.monotonic()
-        if refine_seconds > 0:
-            patch, refinement = await self._call(
-                self.refine.refine.remote(clip, patch, note.note, refine_seconds,
-                                          cfg.refine_evals), deadline, "refinement")
-        t_refine = time.monotonic()
+        if budget_seconds > 0:
+            patch, note, search = await self._call(
+                self.search.search.remote(clip, prediction, note, f0_note, budget_seconds),
+                deadline, "the search")
+        t_search = time.monotonic()
         timings = {"read": t_read - start, "predict": t_pred - t_read, "f0": t_note - t_pred,
-                   "refine": t_refine - t_note}
+                   "search": t_search - t_note}
         result: MatchResult = await self._call(
-            self.render.finish.remote(clip, prediction, note, patch, refinement,
-                                      {k: 1000 * v for k, v in timings.items()}),
+            self.render.finish.remote(clip, prediction, note, patch,
+                                      None if search is None else search["refinement"],
+                                      {k: 1000 * v for k, v in timings.items()}, search),
             deadline, "rendering")
         tut = None
         if tutorial:

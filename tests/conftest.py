@@ -17,6 +17,23 @@ def real_presets() -> list[Path]:
     return paths
 
 
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained small network's checkpoint (core scope), for plumbing tests: its
+    answers are arbitrary, and may be silent."""
+    from model.checkpoint import save_checkpoint
+    from model.features import FeatureConfig
+    from model.loss import LossConfig
+    from model.network import MatchNet, ModelConfig
+    from synth import get_space
+
+    space, features, cfg = get_space("core"), FeatureConfig(), ModelConfig(channels=(8, 16),
+                                                                           hidden=32)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    return save_checkpoint(path, MatchNet(space, features, cfg), space, features, cfg,
+                           LossConfig(), {"epoch": 0, "note": "untrained, for plumbing tests"})
+
+
 def pids_with(text: bytes) -> list[int]:
     """Processes whose command line contains ``text`` (Ray names a worker after what it
     runs, e.g. ``ray::MapBatches(render_ids)`` or ``ray::RayTrainWorker``)."""

@@ -246,6 +246,40 @@ def test_s3_round_trip(ray_local, tmp_path):
         server.stop()
 
 
+def test_a_library_is_built_from_a_dataset_on_the_command_line(ray_local, tmp_path):
+    """``python -m model.library``: every valid row, in id order, its patch kept, and its
+    own audio (any level) found first."""
+    import torch
+
+    from model.features import FeatureConfig, LogMel
+    from model.library import Library, embed_clips
+
+    out = tmp_path / "ds"
+    generate(_cfg(12, rows_per_file=4, num_renderers=2, block_rows=4), str(out))
+    cli = subprocess.run([sys.executable, "-m", "model.library", "--data", str(out), "--out",
+                          str(tmp_path / "lib.npz")], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert "12 entries of scope core" in cli.stderr
+    lib, table = Library.load(tmp_path / "lib.npz"), _table(out)
+    assert list(lib.id) == table.column("id").to_pylist() == list(range(12))
+    assert lib.header["source"]["dataset"] == str(out) and lib.header["source"]["rows"] == 12
+    np.testing.assert_allclose(lib.continuous.astype(np.float32),
+                               np.array(table.column("continuous").to_pylist()), atol=1e-3)
+    np.testing.assert_array_equal(lib.categorical, table.column("categorical").to_pylist())
+    assert list(lib.note) == table.column("note").to_pylist()
+    frontend = LogMel(FeatureConfig())
+    for i, row in enumerate(table.to_pylist()):
+        audio = decode_flac(row["audio"])[0] * np.float32(0.1 if i % 2 else 3.0)
+        idx, _ = lib.nearest(torch.from_numpy(embed_clips(frontend, [audio])[0]
+                                              .astype(np.float32)), 1)
+        assert idx[0] == i
+    missing = subprocess.run([sys.executable, "-m", "model.library", "--data",
+                              str(tmp_path / "nothing"), "--out", str(tmp_path / "x.npz")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no data/*.parquet files" in missing.stderr
+    assert not (tmp_path / "x.npz").exists()
+
+
 def test_bad_config_is_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match="rows_per_file = 0"):
         GenerateConfig(num_samples=4, rows_per_file=0)

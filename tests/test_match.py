@@ -15,27 +15,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from model.audio_input import AudioInputError, InputConfig, load_clip
-from model.checkpoint import save_checkpoint
-from model.features import FeatureConfig
+from model.audio_input import AudioInputError, InputConfig, load_clip, trim_onset
 from model.level import active_rms_dbfs
-from model.loss import LossConfig
 from model.match import Matcher, NoteChoice, Prediction, f0_midi
 from model.metrics import mrstft_distance
-from model.network import MatchNet, ModelConfig
 from synth import Renderer, Sampler, SamplerConfig, get_space, load_preset, parse_preset
 
 SR = 44100
 N = 2 * SR
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    space, features, cfg = get_space("core"), FeatureConfig(), ModelConfig(channels=(8, 16),
-                                                                           hidden=32)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    return save_checkpoint(path, MatchNet(space, features, cfg), space, features, cfg,
-                           LossConfig(), {"epoch": 0, "note": "untrained, for plumbing tests"})
 
 
 def _sine(hz=440.0, seconds=1.0, sr=SR, amp=0.3):
@@ -186,9 +173,9 @@ def test_the_shipped_default_model_matches_without_a_checkpoint(tmp_path):
     sampler = Sampler(SamplerConfig(seed=21))
     s = sampler.sample(0)
     sf.write(tmp_path / "clip.wav", Renderer(sampler.space).render(s.patch, 62).audio, SR)
-    result = Matcher().match(tmp_path / "clip.wav")
+    result = Matcher().match(tmp_path / "clip.wav", budget_seconds=0)
     assert result.preset.data["synth_version"] and 0 <= result.note <= 127
-    assert result.params[0]["confidence"] >= 0.0
+    assert result.params[0]["confidence"] >= 0.0 and result.search is None
 
 
 def test_the_note_makes_a_transposed_patch_sound_at_the_clips_pitch(checkpoint):
@@ -241,10 +228,12 @@ def test_the_answer_plays_at_the_level_decided_for_it(clip_dbfs, source, plays_a
     result = Matcher().match(buf.getvalue(), name="c.wav")
     assert result.level.source == source
     assert result.level.clip_dbfs == pytest.approx(clip_dbfs, abs=0.1)
-    # the exported preset itself, rendered again, plays at that level
+    # the exported preset itself, rendered again, plays at that level (from its onset, as
+    # the clip's level is measured: the answer may start later than the note, as with an
+    # envelope delay)
     again = Renderer(get_space("core")).render_preset(result.preset, result.note).audio
-    assert active_rms_dbfs(again) == pytest.approx(plays_at, abs=1.0)
-    assert active_rms_dbfs(result.preview) == pytest.approx(plays_at, abs=1.0)
+    assert active_rms_dbfs(trim_onset(again, N)) == pytest.approx(plays_at, abs=1.0)
+    assert active_rms_dbfs(trim_onset(result.preview, N)) == pytest.approx(plays_at, abs=1.0)
     report = result.report("c.vital")
     assert report["level"]["source"] == source
     assert set(report["distance"]) == {"mrstft", "mrstft_level_matched"}

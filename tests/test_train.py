@@ -344,5 +344,8 @@ def test_batch_matching_writes_presets_and_a_results_table(trained, tmp_path):
     for row in rows[1:]:
         assert not row["error"]
         load_preset(tmp_path / "out" / row["preset"])
+        # the default 1 s search, without a library beside this checkpoint: the network's
+        # answer, refined when it is audible
+        assert row["answer_from"] in ("point", "refinement") and int(row["rendered"]) >= 1
     table = (tmp_path / "out" / "results.csv").read_text().splitlines()
     assert table[0].startswith("clip,preset,note") and len(table) == 4

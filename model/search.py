@@ -1,0 +1,178 @@
+"""Anytime matching: propose candidates, render them, rank them by ear, refine with the time left.
+
+One network answer is the average of the patches that sound like the clip, which no preset
+is; the library holds real points of that set. So, given ``budget`` seconds:
+
+    propose   the network's point answer, and the library's nearest entries to the clip
+              (``model.library``), each at its own note and at the clip's f0
+    rank      render each (a pool of threads, one vita synth each) and score it by auraloss's
+              MR-STFT distance to the clip, the render prepared as the clip was first
+              (``prepare_audio``: its onset trimmed, so a slow attack lines up with the
+              trimmed clip, and its level brought to the clip's, since the answer's level
+              is set afterwards, ``model.level``: level must not rank)
+    refine    the evolution strategy (``model.refine``) from the best, until time is up
+
+Ranking gets at most ``rank_share`` of the budget and at most ``max_candidates`` renders;
+refinement gets the rest. Every phase stops at the deadline and the best so far is the
+answer, so a search overruns its budget by at most one generation of refinement (when
+the first one takes longer than the time left), and never answers worse than the best
+candidate it rendered. Budget 0 is
+the point answer alone, nothing rendered.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from model.audio_input import InputConfig, prepare_audio
+from model.library import Library, embed
+from model.metrics import audio_tensor
+from model.refine import Refiner, prepared_distance
+from synth.render import RenderConfig, Renderer
+from synth.space import ParameterSpace, Patch
+
+MAX_BUDGET_SECONDS = 30.0
+DEFAULT_BUDGET_SECONDS = 1.0  # the interactive answer on 2 cores
+POPULATION = 8  # candidates per generation of the refinement (model.refine)
+
+
+@dataclass
+class Candidate:
+    patch: Patch
+    note: int
+    source: str  # "point" (the network), "retrieval" (the library) or "refinement"
+    library_id: int | None = None  # the dataset id of a library entry
+    # MR-STFT to the clip, the render prepared as the clip was (onset, level); inf: silent
+    distance: float = float("inf")
+
+
+@dataclass
+class SearchResult:
+    best: Candidate
+    rendered: int  # candidates rendered, refinement's included
+    seconds: float
+    best_by_source: dict[str, float] = field(default_factory=dict)
+    refinement: dict | None = None
+
+    def report(self, budget: float) -> dict:
+        """The ``search`` part of the match report."""
+        b = self.best
+
+        def num(x: float) -> float | None:  # JSON has no inf: a silent render is null
+            return round(float(x), 4) if np.isfinite(x) else None
+
+        return {"budget_seconds": budget, "seconds": round(self.seconds, 3),
+                "rendered": self.rendered,
+                "winner": {"source": b.source, "library_id": b.library_id,
+                           "distance": num(b.distance)},
+                "best_by_source": {k: num(v) for k, v in self.best_by_source.items()},
+                "refinement": self.refinement}
+
+
+class Search:
+    """Holds the renderers and the library; ``run`` answers one clip."""
+
+    def __init__(self, space: ParameterSpace, render: RenderConfig, library: Library | None,
+                 frontend=None, threads: int = 2, max_candidates: int = 64,
+                 rank_share: float = 0.5, input_config: InputConfig | None = None):
+        self.space, self.library, self.frontend = space, library, frontend
+        n, cfg = frontend.config.num_samples, input_config or InputConfig()
+        self.prepare = lambda audio: prepare_audio(audio, n, cfg)[0]
+        self.refiner = Refiner(space, render, threads)
+        self.threads, self.max_candidates, self.rank_share = threads, max_candidates, rank_share
+        self.silence_dbfs = render.silence_dbfs
+
+    def warm(self) -> None:
+        """Make each thread's synth and run the distance once, so that the first search
+        spends its budget on candidates (about 0.5 s on 2 cores)."""
+        target = audio_tensor(np.zeros(self.frontend.config.num_samples, np.float32))
+        pool = self.refiner.pool
+        barrier = threading.Barrier(self.threads)
+
+        def touch(renderer: Renderer, _) -> None:
+            barrier.wait(timeout=30)  # one item per thread: every thread makes its synth
+            audio = renderer.render(self.space.default_patch(), 60).audio
+            prepared_distance(self.refiner.loss, audio, target, self.prepare, self.silence_dbfs)
+
+        pool.map(touch, range(self.threads))
+
+    def propose(self, clip: np.ndarray, point: Candidate, f0: float | None,
+                k: int) -> list[Candidate]:
+        """The point answer, then the library's ``k`` nearest entries (nearest first), each
+        at the note it was rendered at (the embedding hears pitch, so a near entry sounds
+        near at its own note) and, where it differs, at the note that puts the entry's
+        pitch on the clip's f0. An f0 estimate of a noisy or detuned sound can be far off,
+        and so can an entry's note for a clip between the notes it holds: rendering both
+        lets the ear decide."""
+        out = [point]
+        if self.library is None or k <= 0:
+            return out
+        with torch.no_grad():
+            query = embed(self.frontend, clip[None])[0]
+        idx, _ = self.library.nearest(query, k)
+        for i in idx:
+            patch, entry = self.library.patch(int(i)), int(self.library.id[i])
+            notes = [int(self.library.note[i])]
+            if f0 is not None:
+                notes.append(int(np.clip(round(f0 - self.space.pitch_offset(patch)), 0, 127)))
+            for note in dict.fromkeys(notes):
+                out.append(Candidate(patch, note, "retrieval", entry))
+        return out
+
+    def run(self, clip: np.ndarray, point: Candidate, f0: float | None,
+            budget: float) -> SearchResult:
+        """Search for up to ``budget`` seconds for the patch closest to ``clip`` (prepared,
+        as ``Clip.audio``)."""
+        t0 = time.perf_counter()
+        if budget <= 0:
+            return SearchResult(point, 0, 0.0)
+        deadline = t0 + budget
+        rank_deadline = t0 + budget * self.rank_share
+        target = audio_tensor(clip)
+        loss = self.refiner.loss
+        # nearest first: whatever the ranking phase has time for, it renders the most likely
+        candidates = self.propose(clip, point, f0, self.max_candidates // 2)[
+            : self.max_candidates]
+
+        def score(renderer: Renderer, c: Candidate) -> float:
+            if time.perf_counter() > rank_deadline and c is not point:
+                return float("nan")  # out of time: not rendered
+            audio = renderer.render(c.patch, c.note).audio
+            return prepared_distance(loss, audio, target, self.prepare, self.silence_dbfs)
+
+        t_rank = time.perf_counter()
+        scores = self.refiner.pool.map(score, candidates)
+        t_rank = time.perf_counter() - t_rank
+        rendered = [c for c, s in zip(candidates, scores, strict=True) if not np.isnan(s)]
+        for c, s in zip(candidates, scores, strict=True):
+            c.distance = s
+        best = min(rendered, key=lambda c: c.distance)
+        by_source: dict[str, float] = {}
+        for c in rendered:
+            by_source[c.source] = min(by_source.get(c.source, float("inf")), c.distance)
+        result = SearchResult(best, len(rendered), 0.0, by_source)
+        left = deadline - time.perf_counter()
+        if left > 0 and np.isfinite(best.distance):
+            # a generation of the strategy takes as long as that many ranking renders did
+            per_wave = t_rank / max(1.0, np.ceil(len(rendered) / self.threads))
+            r = self.refiner.refine(best.patch, best.note, clip, max_evals=1_000_000,
+                                    max_seconds=left, start_distance=best.distance,
+                                    prepare=self.prepare, population=POPULATION,
+                                    generation_seconds=per_wave * np.ceil(
+                                        POPULATION / self.threads))
+            result.rendered += r.evaluations - 1  # the start was not rendered again
+            result.refinement = {"from": best.source, "distance_before": r.start_distance,
+                                 "distance_after": r.best_distance,
+                                 "evaluations": r.evaluations - 1,
+                                 "seconds": round(r.seconds, 2)}
+            if r.best_distance < best.distance:
+                result.best = Candidate(r.patch, best.note, "refinement", best.library_id,
+                                        r.best_distance)
+                by_source["refinement"] = r.best_distance
+        result.seconds = time.perf_counter() - t0
+        return result

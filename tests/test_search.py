@@ -1,0 +1,149 @@
+"""The library and the anytime search: real renders, a real (untrained) checkpoint.
+
+The untrained network answers noise-like patches, so a clip the library holds must be found
+by retrieval and ranking, not by the network: what these tests check.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from model.features import FeatureConfig, LogMel
+from model.level import active_rms_dbfs
+from model.library import Library, LibraryError, embed_clips
+from model.match import Matcher
+from synth import Renderer, Sampler, SamplerConfig, get_space
+
+SR = 44100
+FIRST_ID = 1000  # library ids are the dataset ids, not positions
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    """12 audible core draws rendered at their notes, as a library file."""
+    space, features = get_space("core"), FeatureConfig()
+    sampler, renderer = Sampler(SamplerConfig(seed=7)), Renderer(space,
+                                                                 features.render_config())
+    samples, clips = [], []
+    i = 0
+    while len(samples) < 12:
+        s = sampler.sample(i)
+        r = renderer.render(s.patch, s.note)
+        if r.valid:
+            samples.append(s)
+            clips.append(r.audio)
+        i += 1
+    lib = Library.from_clips(space, features, clips, [s.patch for s in samples],
+                             [s.note for s in samples],
+                             ids=[FIRST_ID + k for k in range(len(samples))],
+                             source={"test": "12 core draws, seed 7"})
+    path = tmp_path_factory.mktemp("lib") / "library.npz"
+    lib.save(path)
+    return path, samples
+
+
+def test_a_library_finds_the_sounds_it_holds_at_any_level(library):
+    path, samples = library
+    lib = Library.load(path)
+    space, features = get_space("core"), FeatureConfig()
+    assert len(lib) == 12 and lib.header["space_id"] == space.id
+    assert lib.embedding.dtype == np.float16 and lib.embedding.shape == (12, 64 * 4 + 32)
+    assert list(lib.id) == [FIRST_ID + k for k in range(12)]
+    np.testing.assert_allclose(lib.patch(3).continuous, samples[3].patch.continuous, atol=1e-3)
+    np.testing.assert_array_equal(lib.patch(3).categorical, samples[3].patch.categorical)
+    # a new render of each (another random phase), 20 dB louder or quieter, is found first
+    renderer = Renderer(space, features.render_config())
+    frontend = LogMel(features)
+    for k, s in enumerate(samples):
+        audio = renderer.render(s.patch, s.note).audio * np.float32(10 ** ((-1) ** k))
+        query = embed_clips(frontend, [audio])[0]
+        idx, dist = lib.nearest(torch.from_numpy(query.astype(np.float32)), 3)
+        assert idx[0] == k, (k, idx, dist)
+        assert list(dist) == sorted(dist)
+
+
+def test_a_library_of_another_space_or_file_is_refused(library, tmp_path):
+    path, _ = library
+    lib = Library.load(path)
+    with pytest.raises(LibraryError, match="parameter space"):
+        lib.check(get_space("studio"), FeatureConfig(), "lib")
+    with pytest.raises(LibraryError, match="features"):
+        lib.check(get_space("core"), FeatureConfig(n_mels=32), "lib")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(LibraryError, match="not a synthmatch library"):
+        Library.load(bad)
+
+
+def _clip(samples, k, tmp_path):
+    """A new render of library entry ``k`` as a user's WAV file, at -20 dBFS."""
+    space, features = get_space("core"), FeatureConfig()
+    s = samples[k]
+    audio = Renderer(space, features.render_config()).render(s.patch, s.note).audio
+    audio = audio * np.float32(10 ** ((-20 - active_rms_dbfs(audio)) / 20))
+    sf.write(tmp_path / "clip.wav", audio, SR)
+    return tmp_path / "clip.wav"
+
+
+def test_the_search_finds_the_library_entry_a_clip_was_made_from(checkpoint, library, tmp_path):
+    path, samples = library
+    matcher = Matcher(checkpoint, mc_passes=2, library=path)
+    clip = _clip(samples, 5, tmp_path)
+    alone = matcher.match(clip, budget_seconds=0)
+    assert alone.search is None and alone.refinement is None
+    found = matcher.match(clip, budget_seconds=3.0)
+    s = found.search
+    assert s["winner"]["library_id"] == FIRST_ID + 5  # retrieved, or refined from it
+    assert s["winner"]["source"] in ("retrieval", "refinement")
+    point = s["best_by_source"]["point"]  # None: the untrained network's answer is silent
+    assert point is None or s["best_by_source"]["retrieval"] < point
+    assert s["rendered"] >= 2 and s["budget_seconds"] == 3.0
+    # the reported distance is the preview's: below the untrained network's answer alone
+    assert found.distance["audio/mrstft_level_matched"] < alone.distance[
+        "audio/mrstft_level_matched"]
+    # never worse than the best candidate it rendered (the level-matched distance it ranked by)
+    assert s["winner"]["distance"] <= min(v for v in s["best_by_source"].values()
+                                          if v is not None) + 1e-9
+    json.dumps(s, allow_nan=False)  # the API answers it as JSON: no inf or NaN
+    # a library entry's values are not the network's: no confidences are claimed for them
+    assert all(p["confidence"] is None for p in found.params)
+    assert all(p["confidence"] is not None for p in alone.params)
+    assert f"library entry {FIRST_ID + 5}" in found.preset.data["comments"]
+    report = found.report("m.vital")
+    assert report["search"] == s and report["refinement"] == s["refinement"]
+
+
+def test_without_a_library_the_search_refines_the_networks_answer(library, tmp_path):
+    path, samples = library
+    # the shipped model: the untrained network's answer may be silent, with nothing to refine
+    matcher = Matcher(mc_passes=2, use_library=False)
+    found = matcher.match(_clip(samples, 2, tmp_path), budget_seconds=2.0)
+    s = found.search
+    assert set(s["best_by_source"]) <= {"point", "refinement"}
+    assert s["winner"]["library_id"] is None
+    assert s["refinement"]["from"] == "point" and s["refinement"]["evaluations"] >= 8
+    assert s["refinement"]["distance_after"] <= s["refinement"]["distance_before"]
+
+
+def test_the_budget_knob_on_the_command_line(checkpoint, library, tmp_path):
+    path, samples = library
+    clip = _clip(samples, 1, tmp_path)
+    base = [sys.executable, "-m", "model.match", str(clip), "-o", str(tmp_path / "m.vital"),
+            "--checkpoint", str(checkpoint), "--library", str(path)]
+    bad = subprocess.run([*base, "--budget", "31"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--budget 31: allowed 0 to 30 seconds" in bad.stderr
+    ok = subprocess.run([*base, "--budget", "2", "--json", str(tmp_path / "m.json")],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["search"]["winner"]["library_id"] == FIRST_ID + 1
+    assert "candidates rendered, the answer from" in ok.stderr
+    wrong = subprocess.run([*base[:-1], str(tmp_path / "bad.npz"), "--budget", "1"],
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert wrong.stderr.strip() == f"error: {tmp_path / 'bad.npz'}: no such file"
