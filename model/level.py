@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synth.scales import volume_db, volume_raw
+from synth.space import ParameterSpace, Patch
+
 # RMS of the 30 real presets (../shared/real-presets) at note 60, velocity 0.8, 1.5 s note,
 # 2 s render: 10th percentile, median, 90th percentile (BENCHMARKS.md, "answer level").
 PRESET_RMS_DBFS = (-27.6, -23.2, -17.2)
@@ -39,15 +42,19 @@ def active_rms_dbfs(audio: np.ndarray) -> float:
 @dataclass(frozen=True)
 class Level:
     """The level chosen for an answer. ``source``: ``"clip"`` (the clip's own level) or
-    ``"typical"`` (real presets' median); ``clip_dbfs``: the clip's level as given."""
+    ``"typical"`` (real presets' median); ``clip_dbfs``: the clip's level as given;
+    ``plays_dbfs``: the level the answer reaches (the target, unless its master volume
+    ends first), once it is known."""
 
     target_dbfs: float
     source: str
     clip_dbfs: float
+    plays_dbfs: float | None = None
 
     def to_dict(self) -> dict:
         return {"target_dbfs": round(self.target_dbfs, 2), "source": self.source,
-                "clip_dbfs": round(self.clip_dbfs, 2)}
+                "clip_dbfs": round(self.clip_dbfs, 2),
+                "plays_dbfs": None if self.plays_dbfs is None else round(self.plays_dbfs, 2)}
 
 
 def choose_level(clip_dbfs: float) -> Level:
@@ -56,3 +63,17 @@ def choose_level(clip_dbfs: float) -> Level:
     if lo - MARGIN_DB <= clip_dbfs <= hi + MARGIN_DB:
         return Level(clip_dbfs, "clip", clip_dbfs)
     return Level(median, "typical", clip_dbfs)
+
+
+def volume_for_level(space: ParameterSpace, patch: Patch, now_dbfs: float,
+                     target_dbfs: float) -> tuple[float | None, float]:
+    """The master volume (raw) that moves ``patch``, playing at ``now_dbfs``, to
+    ``target_dbfs``, and the gain that gives (dB): less than asked where the volume's range
+    ends. Vital's volume is the output gain, so the level moves by the gain exactly.
+    ``(None, 0.0)`` for a space without the master volume (the answer plays as it is)."""
+    if "volume" not in space.index:
+        return None, 0.0
+    volume = space.params[space.index["volume"]]
+    before = volume_db(space.raw_from_patch(patch)["volume"])
+    raw = float(np.clip(volume_raw(before + target_dbfs - now_dbfs), volume.lo, volume.hi))
+    return raw, volume_db(raw) - before

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 import logging
 import time
@@ -41,7 +42,7 @@ from model.audio_input import (
 )
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.decoding import choose_classes, costs_beside
-from model.level import Level, active_rms_dbfs, choose_level
+from model.level import Level, active_rms_dbfs, choose_level, volume_for_level
 from model.library import Library, LibraryError
 from model.metrics import mrstft_distance
 from model.search import DEFAULT_BUDGET_SECONDS, MAX_BUDGET_SECONDS, Candidate, Search
@@ -53,7 +54,6 @@ from synth.controls import display_text
 from synth.files import write_text
 from synth.preset import Preset, apply_patch, save_preset
 from synth.render import Renderer
-from synth.scales import volume_db, volume_raw
 from synth.space import Patch
 
 log = logging.getLogger("model.match")
@@ -255,7 +255,9 @@ class Matcher:
         if budget_seconds == 0:
             return prediction.patch, note, None
         point = Candidate(prediction.patch, note.note, "point")
-        found = self.searcher().run(clip.audio, point, f0, budget_seconds)
+        level = choose_level(active_rms_dbfs(self.given(clip)))  # as finish will set it
+        found = self.searcher().run(clip.audio, point, f0, budget_seconds, level.target_dbfs,
+                                    clip.gain_db)
         best = found.best
         if best.library_id is not None:  # the note was chosen for the entry, from the f0
             note = NoteChoice(best.note, "f0" if f0 is not None else "library", f0)
@@ -290,19 +292,24 @@ class Matcher:
             rows.append(row)
         return rows
 
+    @staticmethod
+    def given(clip: Clip) -> np.ndarray:
+        """The clip as given (trimmed and cropped, at its own level): the preparation's gain
+        undone."""
+        return clip.audio * np.float32(10.0 ** (-clip.gain_db / 20.0))
+
     def set_level(self, patch: Patch, now_dbfs: float, level: Level) -> tuple[Patch, float]:
         """``patch``, playing at ``now_dbfs``, with its master volume moved so that it plays
         at ``level``; and the gain applied (dB; less than asked where the volume's range
         ends). Vital's volume is the output gain: the level moves by the gain exactly."""
-        if "volume" not in self.space.index or now_dbfs < self.renderer.config.silence_dbfs:
+        if now_dbfs < self.renderer.config.silence_dbfs:
             return patch, 0.0  # a silent answer has no level to move
+        volume, gain = volume_for_level(self.space, patch, now_dbfs, level.target_dbfs)
+        if volume is None:
+            return patch, 0.0
         raw = self.space.raw_from_patch(patch)
-        volume = self.space.params[self.space.index["volume"]]
-        before = volume_db(raw["volume"])
-        wanted = volume_raw(before + level.target_dbfs - now_dbfs)
-        raw["volume"] = float(np.clip(wanted, volume.lo, volume.hi))
-        return (self.space.patch_from_raw(raw, where="level"),
-                volume_db(raw["volume"]) - before)
+        raw["volume"] = volume
+        return self.space.patch_from_raw(raw, where="level"), gain
 
     def finish(self, clip: Clip, prediction: Prediction, note: NoteChoice,
                patch: Patch | None = None, refinement: dict | None = None,
@@ -313,7 +320,7 @@ class Matcher:
         for an answer grown from the network's (not for a library entry's)."""
         t0 = time.perf_counter()
         patch = prediction.patch if patch is None else patch
-        given = clip.audio * np.float32(10.0 ** (-clip.gain_db / 20.0))  # the clip as given
+        given = self.given(clip)
         level = choose_level(active_rms_dbfs(given))  # level.clip_dbfs: the clip's level
         self.renderer.apply(patch)
         rendered = self.renderer.render_current(note.note).audio
@@ -324,6 +331,7 @@ class Matcher:
         # the output gain scales the render: no second render for the preview
         preview = rendered * np.float32(10.0 ** (gain_db / 20.0))
         aligned = onset * np.float32(10.0 ** (gain_db / 20.0))
+        level = dataclasses.replace(level, plays_dbfs=active_rms_dbfs(aligned))
         from_library = search is not None and search["winner"]["library_id"] is not None
         params = self.parameters(patch, None if from_library else prediction.confidence)
         t1 = time.perf_counter()

@@ -4,11 +4,10 @@ A separable evolution strategy (diagonal CMA-ES in spirit: a mean and one step
 size per parameter) moves the continuous parameters in unit space; discrete
 parameters and the note stay as predicted. Candidates are rendered in parallel
 on a pool of threads, one ``Renderer`` (one ``vita.Synth``) each, and scored by
-auraloss's multi-resolution STFT distance to the clip, each render prepared first the
-way the clip was when ``prepare`` is given (``model.audio_input.prepare_audio``: onset
-trimmed, so a slow attack is compared in time with the trimmed clip; brought to the
-clip's level, since the matcher sets the answer's level afterwards and the search should
-spend its renders on timbre). The start point is scored
+auraloss's multi-resolution STFT distance to the clip, each render first made what the
+user will hear when ``prepare`` is given (``model.search``: its onset lined up with the
+trimmed clip's, its level the one the matcher will set, as far as the patch's volume
+reaches). The start point is scored
 first (unless its distance is given) and the best point ever seen is returned, so the
 result is never worse than the start. A generation starts only while the time left
 holds one as long as the last, so a search ends close to ``max_seconds``.
@@ -38,16 +37,23 @@ class RefineResult:
     history: list[float]  # best distance after each generation
 
 
-def prepared_distance(loss, audio: np.ndarray, target: torch.Tensor,
-                      prepare: Callable[[np.ndarray], np.ndarray], silence_dbfs: float) -> float:
-    """``loss`` between ``prepare(audio)`` and ``target`` (a clip prepared the same way);
-    inf for a silent render (peak at or under ``silence_dbfs``: nothing to prepare)."""
+# (render, its patch) -> the versions of the render to compare; the distance is the largest
+Prepare = Callable[[np.ndarray, Patch], list[np.ndarray]]
+
+
+def prepared_distance(loss, audio: np.ndarray, patch: Patch, target: torch.Tensor,
+                      prepare: Prepare, silence_dbfs: float) -> float:
+    """The largest ``loss`` between a version of the render from ``prepare(audio, patch)``
+    and ``target``; inf for a silent render (peak at or under ``silence_dbfs``)."""
     peak = float(np.max(np.abs(audio), initial=0.0))
     if 20 * np.log10(max(peak, 1e-12)) <= silence_dbfs:
         return float("inf")
-    a = audio_tensor(prepare(audio)[: target.shape[-1]])
-    with torch.no_grad():
-        return float(loss(a, target[..., : a.shape[-1]]))
+    out = 0.0
+    for version in prepare(audio, patch):
+        a = audio_tensor(version[: target.shape[-1]])
+        with torch.no_grad():
+            out = max(out, float(loss(a, target[..., : a.shape[-1]])))
+    return out
 
 
 class Refiner:
@@ -61,13 +67,13 @@ class Refiner:
         self.loss = auraloss.freq.MultiResolutionSTFTLoss()
 
     def score(self, patches: list[Patch], note: int, target: torch.Tensor,
-              prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> list[float]:
+              prepare: Prepare | None = None) -> list[float]:
         """Each patch's distance to ``target`` at ``note`` (each render through ``prepare``
         first, when given), rendered on the pool."""
         def distance(renderer: Renderer, patch: Patch) -> float:
             audio = renderer.render(patch, note).audio
             if prepare is not None:
-                return prepared_distance(self.loss, audio, target, prepare,
+                return prepared_distance(self.loss, audio, patch, target, prepare,
                                          self.render_config.silence_dbfs)
             a = audio_tensor(audio[: target.shape[-1]])
             with torch.no_grad():
@@ -78,7 +84,7 @@ class Refiner:
     def refine(self, start: Patch, note: int, clip: np.ndarray, *, max_evals: int = 200,
                max_seconds: float = 20.0, sigma: float = 0.1, population: int = 8,
                seed: int = 0, start_distance: float | None = None,
-               prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+               prepare: Prepare | None = None,
                generation_seconds: float = 0.0) -> RefineResult:
         """Search from ``start`` at ``note`` towards ``clip``; ``evaluations`` counts the
         start. ``start_distance``: the start's distance when already measured (the same

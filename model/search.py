@@ -6,10 +6,12 @@ is; the library holds real points of that set. So, given ``budget`` seconds:
     propose   the network's point answer, and the library's nearest entries to the clip
               (``model.library``), each at its own note and at the clip's f0
     rank      render each (a pool of threads, one vita synth each) and score it by auraloss's
-              MR-STFT distance to the clip, the render prepared as the clip was first
-              (``prepare_audio``: its onset trimmed, so a slow attack lines up with the
-              trimmed clip, and its level brought to the clip's, since the answer's level
-              is set afterwards, ``model.level``: level must not rank)
+              MR-STFT distance to the clip as the user will hear it: from its onset (the
+              clip was trimmed to its own), at the level the matcher will set
+              (``model.level``), as far as the patch's master volume reaches. A candidate
+              that cannot get that loud is scored both as heard and at the level asked,
+              and ranks by the worse: quieter is what the user gets, but auraloss's
+              distance can reward a quiet wrong answer (its spectral-convergence term)
     refine    the evolution strategy (``model.refine``) from the best, until time is up
 
 Ranking gets at most ``rank_share`` of the budget and at most ``max_candidates`` renders;
@@ -29,10 +31,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from model.audio_input import InputConfig, prepare_audio
+from model.audio_input import InputConfig, trim_onset
+from model.level import active_rms_dbfs, volume_for_level
 from model.library import Library, embed
 from model.metrics import audio_tensor
-from model.refine import Refiner, prepared_distance
+from model.refine import Prepare, Refiner, prepared_distance
 from synth.render import RenderConfig, Renderer
 from synth.space import ParameterSpace, Patch
 
@@ -81,8 +84,7 @@ class Search:
                  frontend=None, threads: int = 2, max_candidates: int = 64,
                  rank_share: float = 0.5, input_config: InputConfig | None = None):
         self.space, self.library, self.frontend = space, library, frontend
-        n, cfg = frontend.config.num_samples, input_config or InputConfig()
-        self.prepare = lambda audio: prepare_audio(audio, n, cfg)[0]
+        self.num_samples, self.input_config = frontend.config.num_samples, input_config
         self.refiner = Refiner(space, render, threads)
         self.threads, self.max_candidates, self.rank_share = threads, max_candidates, rank_share
         self.silence_dbfs = render.silence_dbfs
@@ -97,9 +99,28 @@ class Search:
         def touch(renderer: Renderer, _) -> None:
             barrier.wait(timeout=30)  # one item per thread: every thread makes its synth
             audio = renderer.render(self.space.default_patch(), 60).audio
-            prepared_distance(self.refiner.loss, audio, target, self.prepare, self.silence_dbfs)
+            prepared_distance(self.refiner.loss, audio, self.space.default_patch(), target,
+                              self.heard(-35.0, 0.0), self.silence_dbfs)
 
         pool.map(touch, range(self.threads))
+
+    def heard(self, level_dbfs: float, clip_gain_db: float) -> Prepare:
+        """(render, patch) -> the render as the user will hear the answer, in the prepared
+        clip's scale: from its onset, at ``level_dbfs`` (the level the matcher sets, in the
+        clip's scale as given) as far as the patch's volume reaches, times the clip's
+        preparation gain ``clip_gain_db``; and, where the volume falls short, at the level
+        asked as well (so that falling short never ranks better)."""
+        def prepare(audio: np.ndarray, patch: Patch) -> list[np.ndarray]:
+            onset = trim_onset(audio, self.num_samples, self.input_config)
+            now = active_rms_dbfs(onset)
+            _, gain = volume_for_level(self.space, patch, now, level_dbfs)
+            versions = [onset * np.float32(10.0 ** ((gain + clip_gain_db) / 20.0))]
+            if abs(gain - (level_dbfs - now)) > 0.5:
+                versions.append(onset * np.float32(
+                    10.0 ** ((level_dbfs - now + clip_gain_db) / 20.0)))
+            return versions
+
+        return prepare
 
     def propose(self, clip: np.ndarray, point: Candidate, f0: float | None,
                 k: int) -> list[Candidate]:
@@ -124,17 +145,18 @@ class Search:
                 out.append(Candidate(patch, note, "retrieval", entry))
         return out
 
-    def run(self, clip: np.ndarray, point: Candidate, f0: float | None,
-            budget: float) -> SearchResult:
+    def run(self, clip: np.ndarray, point: Candidate, f0: float | None, budget: float,
+            level_dbfs: float = -35.0, clip_gain_db: float = 0.0) -> SearchResult:
         """Search for up to ``budget`` seconds for the patch closest to ``clip`` (prepared,
-        as ``Clip.audio``)."""
+        as ``Clip.audio``, by ``clip_gain_db``), the answer to be set to ``level_dbfs``
+        (``model.level.choose_level``, in the clip's scale as given)."""
         t0 = time.perf_counter()
         if budget <= 0:
             return SearchResult(point, 0, 0.0)
         deadline = t0 + budget
         rank_deadline = t0 + budget * self.rank_share
         target = audio_tensor(clip)
-        loss = self.refiner.loss
+        loss, heard = self.refiner.loss, self.heard(level_dbfs, clip_gain_db)
         # nearest first: whatever the ranking phase has time for, it renders the most likely
         candidates = self.propose(clip, point, f0, self.max_candidates // 2)[
             : self.max_candidates]
@@ -143,7 +165,7 @@ class Search:
             if time.perf_counter() > rank_deadline and c is not point:
                 return float("nan")  # out of time: not rendered
             audio = renderer.render(c.patch, c.note).audio
-            return prepared_distance(loss, audio, target, self.prepare, self.silence_dbfs)
+            return prepared_distance(loss, audio, c.patch, target, heard, self.silence_dbfs)
 
         t_rank = time.perf_counter()
         scores = self.refiner.pool.map(score, candidates)
@@ -162,7 +184,7 @@ class Search:
             per_wave = t_rank / max(1.0, np.ceil(len(rendered) / self.threads))
             r = self.refiner.refine(best.patch, best.note, clip, max_evals=1_000_000,
                                     max_seconds=left, start_distance=best.distance,
-                                    prepare=self.prepare, population=POPULATION,
+                                    prepare=heard, population=POPULATION,
                                     generation_seconds=per_wave * np.ceil(
                                         POPULATION / self.threads))
             result.rendered += r.evaluations - 1  # the start was not rendered again
