@@ -17,6 +17,14 @@ its level set to the clip's. Per preset the mean over the repeats; medians over 
 (reading the clip to the finished report), median over every match of that method.
 
     python benchmarks/real_presets.py --budgets 0 1 5 20 --repeats 3 --json out.json
+
+``--validation N``: the same table on the model's own validation split instead: the first N
+validation ids of its training set (the split ``model.data.is_validation`` makes), each row
+made again exactly as ``distributed.generate`` made it (the same draw, attempt and volume,
+rendered at its own note), with no dataset on disk. The default model's training set is
+``core`` seed 1 (its model card), its library seed 0, so no validation row is in the library.
+
+    python benchmarks/real_presets.py --validation 30 --repeats 1 --json val.json
 """
 
 from __future__ import annotations
@@ -33,11 +41,14 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from distributed.generate import SampleRenderer
 from model.audio_input import trim_onset
+from model.data import is_validation
 from model.library import embed
 from model.match import DEFAULT_CHECKPOINT, Matcher, NoteChoice, f0_midi
 from model.metrics import mrstft_distance
-from synth import RenderConfig, Renderer, load_preset
+from synth import RenderConfig, Renderer, SamplerConfig, load_preset
+from synth.audio import decode_flac
 
 PRESETS = Path(__file__).resolve().parents[2] / "shared" / "real-presets"
 
@@ -58,6 +69,29 @@ def retrieval_alone(matcher: Matcher, path: Path):
     return result
 
 
+class ValidationRows:
+    """The model's validation rows, rendered again as its dataset's job rendered them."""
+
+    def __init__(self, seed: int, fraction: float):
+        self.fraction = fraction
+        self.maker = SampleRenderer(SamplerConfig(seed=seed).to_dict(), [],
+                                    RenderConfig().to_dict(), max_attempts=8,
+                                    peak_ceiling_dbfs=-10.0)
+
+    def ids(self, n: int) -> list[int]:
+        out, i = [], 0
+        while len(out) < n:
+            if is_validation(i, "", "uniform", self.fraction):
+                out.append(i)
+            i += 1
+        return out
+
+    def render(self, sample_id: int) -> np.ndarray:
+        row = self.maker._row(sample_id)
+        assert row["valid"], f"validation id {sample_id} has no valid draw"
+        return decode_flac(row["audio"])[0]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,6 +101,11 @@ def main() -> None:
     p.add_argument("--budgets", type=float, nargs="+", default=[0, 1, 5, 20])
     p.add_argument("--repeats", type=int, default=3, help="renders (clips) per preset")
     p.add_argument("--limit", type=int, default=0, help="the first N presets (default all)")
+    p.add_argument("--validation", type=int, default=0, metavar="N",
+                   help="the model's first N validation rows instead of the real presets")
+    p.add_argument("--train-seed", type=int, default=1,
+                   help="the sampler seed of the model's training set (default 1: the "
+                        "default model's)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     matcher = Matcher(args.checkpoint, library=args.library)
@@ -76,20 +115,31 @@ def main() -> None:
     render = RenderConfig(note_dur=1.5, render_dur=2.0, velocity=0.8)
     target_renderer = Renderer(matcher.space, render)
     n = matcher.ckpt.features.num_samples
-    paths = sorted(args.presets.glob("*.vital"))[: args.limit or None]
+    if args.validation:
+        fraction = matcher.ckpt.training.get("config", {}).get("val_fraction", 0.1)
+        rows_again = ValidationRows(args.train_seed, fraction)
+        paths = [f"val-{i}" for i in rows_again.ids(args.validation)]
+    else:
+        paths = sorted(args.presets.glob("*.vital"))[: args.limit or None]
     methods = ["retrieval"] + [f"budget {b:g}" if b else "point" for b in args.budgets]
     rows, walls = {}, defaultdict(list)
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for path in paths:
-            preset = load_preset(path)
+            if args.validation:
+                sample_id = int(path.split("-")[1])
+                target_of = again_of = lambda i=sample_id: rows_again.render(i)  # noqa: E731
+            else:
+                preset = load_preset(path)
+                target_of = again_of = lambda p=preset: target_renderer.render_preset(
+                    p, 60).audio
+            name = path if args.validation else path.stem
             runs = defaultdict(list)
             winners = defaultdict(list)
             for repeat in range(args.repeats):
-                target = target_renderer.render_preset(preset, 60).audio
-                again = target_renderer.render_preset(preset, 60).audio
+                target, again = target_of(), again_of()
                 runs["floor"].append(mrstft_distance(trim_onset(again, n), trim_onset(target, n)))
-                wav = Path(tmp) / f"{path.stem}-{repeat}.wav"
+                wav = Path(tmp) / f"{name}-{repeat}.wav"
                 sf.write(wav, target, render.sample_rate, subtype="FLOAT")
                 for method, budget in zip(methods, [None, *args.budgets], strict=True):
                     result = (retrieval_alone(matcher, wav) if budget is None
@@ -100,10 +150,9 @@ def main() -> None:
                     walls[method].append(result.timings_ms["total"] / 1000)
                     if result.search and budget:
                         winners[method].append(result.search["winner"]["source"])
-            rows[path.stem] = {k: round(float(np.mean(v)), 4) for k, v in runs.items()}
-            rows[path.stem]["winners"] = {k: Counter(v) for k, v in winners.items()}
-            print(path.stem, {k: v for k, v in rows[path.stem].items() if k != "winners"},
-                  flush=True)
+            rows[name] = {k: round(float(np.mean(v)), 4) for k, v in runs.items()}
+            rows[name]["winners"] = {k: Counter(v) for k, v in winners.items()}
+            print(name, {k: v for k, v in rows[name].items() if k != "winners"}, flush=True)
     columns = [k for k in next(iter(rows.values())) if k != "winners"]
     median = {c: round(statistics.median(r[c] for r in rows.values()), 3) for c in columns}
     wins = {m: f"{sum(r[m] < r['retrieval'] for r in rows.values())}/{len(rows)}"
@@ -112,7 +161,9 @@ def main() -> None:
     for r in rows.values():
         for m, counts in r["winners"].items():
             sources[m].update(counts)
-    result = {"presets": len(rows), "repeats": args.repeats, "budgets": args.budgets,
+    result = {"clips_from": (f"validation split of seed {args.train_seed}" if args.validation
+                             else str(args.presets)),
+              "presets": len(rows), "repeats": args.repeats, "budgets": args.budgets,
               "library": matcher.library.header | {"entries": len(matcher.library)},
               "seconds": round(time.perf_counter() - t_all),
               "median": median,

@@ -224,7 +224,11 @@ class _Reporter:
 
         start = time.perf_counter()
         while not self._stop.wait(self.interval):
-            done = ray.get(self.counter.get.remote())
+            try:
+                done = ray.get(self.counter.get.remote(), timeout=self.interval)
+            except Exception as exc:  # progress is a nicety: never fail the job over it
+                log.debug("no progress count: %s", exc)
+                continue
             rate = done / (time.perf_counter() - start)
             left = (self.total - done) / rate if rate > 0 else float("inf")
             log.info("rendered %d/%d (%.1f renders/s, about %s left)", done, self.total, rate,
@@ -284,6 +288,7 @@ def _render_missing(loc: Location, config: GenerateConfig, sampler: Sampler,
                     missing: np.ndarray) -> None:
     import pyarrow as pa
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from distributed.cluster import cluster_cpus
 
@@ -291,7 +296,9 @@ def _render_missing(loc: Location, config: GenerateConfig, sampler: Sampler,
     renderers = min(config.num_renderers or max(1, cluster_cpus() - 1), num_blocks)
     seeds = [(p.name, p.to_json()) for p in sampler.seed_presets]
     log.info("rendering %d samples, %d at a time, into %s", len(missing), renderers, loc.uri)
-    progress = ray.remote(num_cpus=0)(_Progress).remote()
+    # on the driver's node: a worker node lost mid-job must not take the counter with it
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    progress = ray.remote(num_cpus=0)(_Progress).options(scheduling_strategy=here).remote()
     ids = ray.data.from_arrow([pa.table({"id": chunk})
                                for chunk in np.array_split(missing, num_blocks)])
     tables = {key: {str(i): t for i, t in bank.resolved().items()}

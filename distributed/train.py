@@ -53,6 +53,7 @@ from synth.space import get_space
 
 log = logging.getLogger("distributed.train")
 STATE = "state.pt"
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_SPREAD")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class TrainConfig:
     workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    # how Ray places the workers: "PACK" (as few nodes as fit), "SPREAD" (as many as
+    # possible) or "STRICT_SPREAD" (one worker per node, or wait for nodes)
+    placement: str = "PACK"
     batch_size: int = 32  # global: examples per optimizer step, over all workers
     grad_accum: int = 1  # micro-batches per step on each worker
     epochs: int = 20
@@ -110,6 +114,8 @@ class TrainConfig:
         require(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
         require(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "0 < f < 1")
         require(self.patience >= 1, "patience", self.patience, ">= 1")
+        require(self.placement in PLACEMENTS, "placement", self.placement,
+                " or ".join(repr(p) for p in PLACEMENTS))
         require(0 < self.cpus_per_worker <= 64, "cpus_per_worker", self.cpus_per_worker,
                 "0 < cpus <= 64")
         require(self.cache_decoded in ("auto", "always", "never"), "cache_decoded",
@@ -236,6 +242,15 @@ def _all_reduce_sum(values: np.ndarray) -> np.ndarray:
     return values
 
 
+def _all_gather(value: str) -> list[str]:
+    """``value`` from every rank, in rank order."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        out = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(out, value)
+        return out
+    return [value]
+
+
 def _wandb_run(cfg: TrainConfig, run_id: str):
     if not cfg.wandb:
         return None
@@ -250,6 +265,7 @@ def _wandb_run(cfg: TrainConfig, run_id: str):
 def train_func(config: dict) -> None:
     """Runs on every Ray Train worker. ``config``: a TrainConfig dict plus ``_meta``
     (space scope and id, render config, importance weights) filled in by the driver."""
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -263,6 +279,9 @@ def train_func(config: dict) -> None:
     torch.manual_seed(cfg.seed + rank)
     space = get_space(meta["scope"])
     space.check_id(meta["space_id"], f"dataset {cfg.data}")
+    # the node each rank runs on, logged with every epoch: where the work went, and, after
+    # a node was lost and replaced, that the run went on on the new one
+    nodes = _all_gather(ray.get_runtime_context().get_node_id())
 
     model = MatchNet(space, cfg.features, cfg.model)
     start_epoch, best, bad_epochs, data_pass = 0, math.inf, 0, -1
@@ -356,7 +375,7 @@ def train_func(config: dict) -> None:
                           for k, v in unwrap(model).state_dict().items()}
             best_seen = {"epoch": epoch, "metrics": metrics}
         _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, metrics, cfg,
-                space, rank, run)
+                space, rank, run, nodes)
         if stop:
             break
     if sound is not None:
@@ -425,12 +444,13 @@ def _validate(model, val_shard, loss_fn, layout, cfg, device, autocast, rank, re
 
 
 def _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, metrics, cfg,
-            space, rank, run) -> None:
+            space, rank, run, nodes: list[str]) -> None:
     """Checkpoint (rank 0) and report; every rank calls it, since report is a barrier.
 
     The checkpoint folder holds ``model.pt`` (this epoch), ``best.pt`` (the best
     validation score so far, with that epoch's number and metrics: ``best_seen``) and
-    ``state.pt`` (optimizer and counters, for resuming).
+    ``state.pt`` (optimizer and counters, for resuming). ``metrics.jsonl`` also gets
+    ``nodes``: the Ray node id of each rank.
     """
     import ray.train
 
@@ -452,7 +472,7 @@ def _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, me
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
     # Logged after the checkpoint is persisted: a logged epoch is a resumable one.
     with open(Path(cfg.out) / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(metrics) + "\n")
+        f.write(json.dumps({**metrics, "nodes": nodes}) + "\n")
     if run is not None:
         run.log(metrics, step=epoch)
 
@@ -591,7 +611,8 @@ def fit(cfg: TrainConfig, storage_name: str = "ray", callbacks: list | None = No
         train_func,
         train_loop_config={**cfg.to_dict(), "_meta": meta},
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker},
+                                     placement_strategy=cfg.placement),
         run_config=RunConfig(name=storage_name, storage_path=str(out),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
@@ -616,6 +637,11 @@ def get_parser() -> argparse.ArgumentParser:
                                  "on the same folder to resume")
     p.add_argument("--workers", type=int, help=f"Ray Train workers (default {d.workers})")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, bf16 autocast")
+    p.add_argument("--placement", choices=PLACEMENTS,
+                   help=f"how workers are placed on nodes (default {d.placement}; "
+                        "STRICT_SPREAD: one per node)")
+    p.add_argument("--cpus-per-worker", type=float,
+                   help=f"CPUs each worker reserves (default {d.cpus_per_worker:g})")
     p.add_argument("--batch-size", type=int, help=f"global batch per step (default "
                                                   f"{d.batch_size})")
     p.add_argument("--grad-accum", type=int, help=f"micro-batches per step (default "
@@ -634,7 +660,7 @@ def get_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     data = load_config_file(args.config) if args.config else {}
     for key in ("data", "out", "workers", "batch_size", "grad_accum", "epochs", "lr",
-                "init_checkpoint"):
+                "init_checkpoint", "placement", "cpus_per_worker"):
         value = getattr(args, key)
         if value is not None:
             data[key] = value

@@ -1,17 +1,44 @@
-"""Generate on a real multi-node Ray: a head and a worker node, as separate raylets on this
-machine (``ray.cluster_utils.Cluster``); rows come from both nodes, and the manifest says
-which node rendered which rows."""
+"""Every stage's distributed work on a real multi-node Ray: a head and a worker node, as
+separate raylets on this machine (``ray.cluster_utils.Cluster``), generating to a local S3
+server and training into a folder both nodes share (this machine's disk, as NFS would be
+on a real cluster). A node is lost the way a spot instance is: its raylet and every worker
+on it die at once, and the autoscaler brings up another."""
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from distributed import dataset as fmt
-from distributed.generate import GenerateConfig, generate
+from distributed.generate import GenerateConfig, GenerateError, generate
 from distributed.storage import resolve
+from distributed.train import TrainConfig, fit
+from model.features import FeatureConfig
+from model.network import ModelConfig
 from synth import RenderConfig
 
 SHORT = RenderConfig(note_dur=0.25, render_dur=0.5)
+
+
+class TwoNodes:
+    """The cluster, and a way to lose its worker node and bring up a fresh one."""
+
+    def __init__(self, cluster, ray):
+        self.cluster, self.ray = cluster, ray
+
+    def alive(self) -> set[str]:
+        return {n["NodeID"] for n in self.ray.nodes() if n["Alive"]}
+
+    def replace_worker(self) -> str:
+        """Kill the worker node (raylet, object store and workers) and add a new one;
+        returns the new node's id. From the main thread: starting a node sets signal
+        handlers."""
+        (old,) = [n for n in self.cluster.worker_nodes]
+        self.cluster.remove_node(old, allow_graceful=False)
+        new = self.cluster.add_node(num_cpus=2)
+        self.cluster.wait_for_nodes()
+        return new.node_id
 
 
 @pytest.fixture(scope="module")
@@ -25,21 +52,116 @@ def two_nodes():
     ray.data.DataContext.get_current().execution_no_progress_timeout_s = 120
     cluster.wait_for_nodes()
     try:
-        yield ray
+        yield TwoNodes(cluster, ray)
     finally:
         ray.shutdown()
         cluster.shutdown()
 
 
-def test_rows_come_from_both_nodes_and_the_manifest_says_which(two_nodes, tmp_path):
-    nodes = {n["NodeID"] for n in two_nodes.nodes() if n["Alive"]}
-    assert len(nodes) == 2
-    out = tmp_path / "ds"
-    manifest = generate(GenerateConfig(num_samples=48, render=SHORT, rows_per_file=8,
-                                       block_rows=4, batch_size=2, num_renderers=4), str(out))
-    assert manifest["rows"] == 48 and fmt.verify(resolve(str(out))) == []
+@pytest.fixture(scope="module")
+def s3():
+    """A local S3 server with a bucket; yields a function from a key to its URI."""
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
+                 aws_access_key_id="test", aws_secret_access_key="test",
+                 ).create_bucket(Bucket="synthmatch")
+    try:
+        yield lambda key: (f"s3://test:test@synthmatch/{key}?endpoint_override={host}:{port}"
+                           "&scheme=http&region=us-east-1")
+    finally:
+        server.stop()
+
+
+def _gen(n: int) -> GenerateConfig:
+    return GenerateConfig(num_samples=n, render=SHORT, rows_per_file=8, block_rows=4,
+                          batch_size=2, num_renderers=4)
+
+
+@pytest.fixture(scope="module")
+def dataset(two_nodes, s3):
+    return s3("datasets/both-nodes"), generate(_gen(48), s3("datasets/both-nodes"))
+
+
+def test_rows_come_from_both_nodes_and_the_manifest_says_which(two_nodes, dataset):
+    uri, manifest = dataset
+    assert manifest["rows"] == 48 and fmt.verify(resolve(uri)) == []
     by_node = manifest["rows_by_node"]
-    assert set(by_node) == nodes and sum(by_node.values()) == 48  # every row from a node
+    assert set(by_node) == two_nodes.alive() and sum(by_node.values()) == 48
     for entry in manifest["files"]:
         assert sum(entry["nodes"].values()) == entry["rows"]
-    assert json.loads((out / "manifest.json").read_text())["rows_by_node"] == by_node
+    assert fmt.load_manifest(resolve(uri))["rows_by_node"] == by_node
+
+
+def test_losing_the_worker_node_mid_generate_loses_and_duplicates_no_row(two_nodes, s3):
+    """Ray retries the lost node's tasks on the nodes left; if the job fails all the same,
+    the same command resumes it. Either way every id is there once and --verify passes."""
+    uri, n = s3("datasets/node-lost"), 160
+    loc = resolve(uri)
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(generate, _gen(n), uri)
+        deadline = time.time() + 300
+        while not fmt.data_files(loc):  # the job is under way once its first file is written
+            assert time.time() < deadline and not job.done(), "no file was ever written"
+            time.sleep(0.05)
+        assert not job.done(), "the job had finished before the node was lost"
+        two_nodes.replace_worker()
+        try:
+            manifest = job.result(timeout=600)
+        except GenerateError:  # tolerated by the issue: the same command resumes
+            manifest = generate(_gen(n), uri)
+    assert manifest["rows"] == n and fmt.verify(loc) == []
+    assert sum(manifest["rows_by_node"].values()) == n
+
+
+FEATURES = FeatureConfig(duration_s=0.5, n_mels=32, n_fft=1024, hop=512)
+SMALL = ModelConfig(channels=(8, 16), hidden=32, dropout=0.0)
+
+
+def _train(data: str, out, epochs: int) -> TrainConfig:
+    # one worker on each node (STRICT_SPREAD), half a CPU each so that the dataset's
+    # tasks find room beside them
+    return TrainConfig(data=data, out=str(out), workers=2, cpus_per_worker=0.5,
+                       placement="STRICT_SPREAD", batch_size=8, epochs=epochs,
+                       features=FEATURES, model=SMALL, audio_eval_presets=0, val_fraction=0.25,
+                       shuffle_buffer=0, wandb=False, max_failures=3, patience=100)
+
+
+def _epochs(run) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_puts_a_worker_on_each_node_and_checkpoints_to_shared_storage(
+        two_nodes, dataset, tmp_path):
+    run = tmp_path / "run"
+    result = fit(_train(dataset[0], run, epochs=2))
+    assert result.error is None and (run / "model.pt").is_file()
+    lines = _epochs(run)
+    assert [x["epoch"] for x in lines] == [0, 1]
+    assert set(lines[0]["nodes"]) == two_nodes.alive()  # rank 0 on one node, rank 1 the other
+    assert len([d for d in (run / "ray").glob("checkpoint_*") if d.is_dir()]) == 2  # shared
+
+
+def test_losing_the_worker_node_mid_training_resumes_from_the_last_checkpoint(
+        two_nodes, dataset, tmp_path):
+    run = tmp_path / "run"
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(fit, _train(dataset[0], run, epochs=6))
+        deadline = time.time() + 300
+        while not ((run / "metrics.jsonl").exists() and _epochs(run)):
+            assert time.time() < deadline and not job.done(), "no epoch was ever logged"
+            time.sleep(0.05)
+        assert not job.done(), "training had finished before the node was lost"
+        new_node = two_nodes.replace_worker()
+        result = job.result(timeout=600)
+    assert result.error is None
+    lines = _epochs(run)
+    epochs = [x["epoch"] for x in lines]
+    assert epochs == sorted(set(epochs)) and epochs[0] == 0 and epochs[-1] == 5, epochs
+    # the run went on with a worker on the new node, from where it was: epoch 0 ran once
+    assert any(new_node in x["nodes"] for x in lines), [x["nodes"] for x in lines]
+    assert len(epochs) == 6
