@@ -17,3 +17,12 @@ def test_the_schema_check_catches_a_broken_config():
     config["max_workers"] = "many"
     with pytest.raises(jsonschema.ValidationError, match="'many' is not of type 'integer'"):
         validate_config(prepare_config(config))
+
+
+def test_render_workers_are_spot_cpus_from_zero_and_training_has_gpus():
+    types = yaml.safe_load(CLUSTER_YAML.read_text())["available_node_types"]
+    render, train = types["render_cpu"], types["train_gpu"]
+    assert render["min_workers"] == 0 and train["min_workers"] == 0
+    assert render["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
+    assert render["node_config"]["InstanceType"].startswith("c")  # compute-optimised CPUs
+    assert train["node_config"]["InstanceType"].startswith(("g", "p"))  # NVIDIA GPU families

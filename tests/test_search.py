@@ -80,12 +80,12 @@ def test_a_library_of_another_space_or_file_is_refused(library, tmp_path):
         Library.load(bad)
 
 
-def _clip(samples, k, tmp_path):
-    """A new render of library entry ``k`` as a user's WAV file, at -20 dBFS."""
+def _clip(samples, k, tmp_path, dbfs: float = -20.0):
+    """A new render of library entry ``k`` as a user's WAV file, at ``dbfs``."""
     space, features = get_space("core"), FeatureConfig()
     s = samples[k]
     audio = Renderer(space, features.render_config()).render(s.patch, s.note).audio
-    audio = audio * np.float32(10 ** ((-20 - active_rms_dbfs(audio)) / 20))
+    audio = audio * np.float32(10 ** ((dbfs - active_rms_dbfs(audio)) / 20))
     sf.write(tmp_path / "clip.wav", audio, SR)
     return tmp_path / "clip.wav"
 
@@ -116,6 +116,20 @@ def test_the_search_finds_the_library_entry_a_clip_was_made_from(checkpoint, lib
     assert f"library entry {FIRST_ID + 5}" in found.preset.data["comments"]
     report = found.report("m.vital")
     assert report["search"] == s and report["refinement"] == s["refinement"]
+
+
+def test_a_quiet_clip_is_matched_by_its_sound_and_answered_at_a_presets_level(
+        checkpoint, library, tmp_path):
+    """At -55 dBFS the clip's level says nothing of a preset's: the answer is set to real
+    presets' typical level, and the candidates are ranked at the clip's level all the same
+    (the level gap would otherwise drown every difference between them)."""
+    path, samples = library
+    matcher = Matcher(checkpoint, mc_passes=2, library=path)
+    found = matcher.match(_clip(samples, 7, tmp_path, dbfs=-55.0), budget_seconds=3.0)
+    assert found.level.source == "typical" and found.level.target_dbfs > -30
+    assert found.search["winner"]["library_id"] == FIRST_ID + 7
+    # as it plays it is far from the quiet clip; at the clip's level it is the sound
+    assert found.distance["audio/mrstft_level_matched"] < found.distance["audio/mrstft"]
 
 
 def test_without_a_library_the_search_refines_the_networks_answer(library, tmp_path):
