@@ -63,6 +63,26 @@ def local_ray(dashboard: bool = False, no_progress_timeout_s: float = 180):
         ray.shutdown()
 
 
+@contextlib.contextmanager
+def local_s3():
+    """A local S3 server (moto) with a bucket ``synthmatch``; yields a function from a key to
+    its URI, credentials and endpoint included, as pyarrow and ``--out`` take it."""
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
+                 aws_access_key_id="test", aws_secret_access_key="test",
+                 ).create_bucket(Bucket="synthmatch")
+    try:
+        yield lambda key: (f"s3://test:test@synthmatch/{key}?endpoint_override={host}:{port}"
+                           "&scheme=http&region=us-east-1")
+    finally:
+        server.stop()
+
+
 def tiny_dataset(folder: Path) -> Path:
     """48 short renders (0.5 s note, 0.75 s render) generated on the running Ray."""
     from distributed.generate import GenerateConfig, generate

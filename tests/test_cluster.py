@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import local_s3
 
 from distributed import dataset as fmt
 from distributed.generate import GenerateConfig, GenerateError, generate
@@ -60,21 +61,8 @@ def two_nodes():
 
 @pytest.fixture(scope="module")
 def s3():
-    """A local S3 server with a bucket; yields a function from a key to its URI."""
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
-                 aws_access_key_id="test", aws_secret_access_key="test",
-                 ).create_bucket(Bucket="synthmatch")
-    try:
-        yield lambda key: (f"s3://test:test@synthmatch/{key}?endpoint_override={host}:{port}"
-                           "&scheme=http&region=us-east-1")
-    finally:
-        server.stop()
+    with local_s3() as uri:
+        yield uri
 
 
 def _gen(n: int) -> GenerateConfig:

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import local_ray, pids_with
+from conftest import local_ray, local_s3, pids_with
 
 from distributed import dataset as fmt
 from distributed.generate import GenerateConfig, GenerateError, generate, load_config_file
@@ -223,18 +223,8 @@ def test_rejected_draws_are_counted_and_replaced(ray_local, tmp_path):
 
 
 def test_s3_round_trip(ray_local, tmp_path):
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
-                     aws_access_key_id="test", aws_secret_access_key="test",
-                     ).create_bucket(Bucket="synthmatch")
-        uri = (f"s3://test:test@synthmatch/datasets/tiny?endpoint_override={host}:{port}"
-               "&scheme=http&region=us-east-1")
+    with local_s3() as s3:
+        uri = s3("datasets/tiny")
         manifest = generate(_cfg(8, rows_per_file=4, block_rows=4), uri)
         loc = resolve(uri)
         assert manifest["rows"] == 8 and fmt.verify(loc) == []
@@ -242,8 +232,6 @@ def test_s3_round_trip(ray_local, tmp_path):
         # resuming a finished remote dataset renders nothing
         assert generate(_cfg(8, rows_per_file=4, block_rows=4), uri)["created"] == \
             manifest["created"]
-    finally:
-        server.stop()
 
 
 def test_a_library_is_built_from_a_dataset_on_the_command_line(ray_local, tmp_path):
