@@ -1,5 +1,8 @@
 import contextlib
+import io
+import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -61,6 +64,49 @@ def local_ray(dashboard: bool = False, no_progress_timeout_s: float = 180):
         yield ray
     finally:
         ray.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sampled_clip_wav() -> bytes:
+    """A 2 s render (note 57) of the first audible sampled ``core`` preset, as WAV bytes."""
+    import soundfile as sf
+
+    from synth import Renderer, Sampler, SamplerConfig
+
+    sampler = Sampler(SamplerConfig(seed=11))
+    renderer = Renderer(sampler.space)
+    for i in range(20):
+        r = renderer.render(sampler.sample(i).patch, 57)
+        if r.valid:
+            buf = io.BytesIO()
+            sf.write(buf, r.audio, renderer.config.sample_rate, format="WAV")
+            return buf.getvalue()
+    raise AssertionError("no audible sample in 20 draws")
+
+
+def metrics(run: Path) -> list[dict]:
+    """A training run's ``metrics.jsonl``, a dict per epoch."""
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def spread_train_config(data: str, out: str, epochs: int, **overrides):
+    """A small training run with one worker on each of two nodes (STRICT_SPREAD), half a CPU
+    each so that the dataset's tasks find room beside them."""
+    from distributed.train import TrainConfig
+    from model.features import FeatureConfig
+    from model.network import ModelConfig
+
+    return TrainConfig(data=data, out=out, workers=2, cpus_per_worker=0.5,
+                       placement="STRICT_SPREAD", batch_size=8, epochs=epochs,
+                       features=FeatureConfig(duration_s=0.5, n_mels=32, n_fft=1024, hop=512),
+                       model=ModelConfig(channels=(8, 16), hidden=32, dropout=0.0),
+                       audio_eval_presets=0, val_fraction=0.25, shuffle_buffer=0, wandb=False,
+                       patience=100, **overrides)
 
 
 @contextlib.contextmanager

@@ -4,19 +4,16 @@ server and training into a folder both nodes share (this machine's disk, as NFS 
 on a real cluster). A node is lost the way a spot instance is: its raylet and every worker
 on it die at once, and the autoscaler brings up another."""
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import local_s3
+from conftest import local_s3, metrics, spread_train_config
 
 from distributed import dataset as fmt
 from distributed.generate import GenerateConfig, GenerateError, generate
 from distributed.storage import resolve
 from distributed.train import TrainConfig, fit
-from model.features import FeatureConfig
-from model.network import ModelConfig
 from synth import RenderConfig
 
 SHORT = RenderConfig(note_dur=0.25, render_dur=0.5)
@@ -106,21 +103,8 @@ def test_losing_the_worker_node_mid_generate_loses_and_duplicates_no_row(two_nod
     assert sum(manifest["rows_by_node"].values()) == n
 
 
-FEATURES = FeatureConfig(duration_s=0.5, n_mels=32, n_fft=1024, hop=512)
-SMALL = ModelConfig(channels=(8, 16), hidden=32, dropout=0.0)
-
-
 def _train(data: str, out, epochs: int) -> TrainConfig:
-    # one worker on each node (STRICT_SPREAD), half a CPU each so that the dataset's
-    # tasks find room beside them
-    return TrainConfig(data=data, out=str(out), workers=2, cpus_per_worker=0.5,
-                       placement="STRICT_SPREAD", batch_size=8, epochs=epochs,
-                       features=FEATURES, model=SMALL, audio_eval_presets=0, val_fraction=0.25,
-                       shuffle_buffer=0, wandb=False, max_failures=3, patience=100)
-
-
-def _epochs(run) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return spread_train_config(data, str(out), epochs, max_failures=3)
 
 
 def test_training_puts_a_worker_on_each_node_and_checkpoints_to_shared_storage(
@@ -128,7 +112,7 @@ def test_training_puts_a_worker_on_each_node_and_checkpoints_to_shared_storage(
     run = tmp_path / "run"
     result = fit(_train(dataset[0], run, epochs=2))
     assert result.error is None and (run / "model.pt").is_file()
-    lines = _epochs(run)
+    lines = metrics(run)
     assert [x["epoch"] for x in lines] == [0, 1]
     assert set(lines[0]["nodes"]) == two_nodes.alive()  # rank 0 on one node, rank 1 the other
     assert len([d for d in (run / "ray").glob("checkpoint_*") if d.is_dir()]) == 2  # shared
@@ -140,14 +124,14 @@ def test_losing_the_worker_node_mid_training_resumes_from_the_last_checkpoint(
     with ThreadPoolExecutor(1) as pool:
         job = pool.submit(fit, _train(dataset[0], run, epochs=6))
         deadline = time.time() + 300
-        while not ((run / "metrics.jsonl").exists() and _epochs(run)):
+        while not ((run / "metrics.jsonl").exists() and metrics(run)):
             assert time.time() < deadline and not job.done(), "no epoch was ever logged"
             time.sleep(0.05)
         assert not job.done(), "training had finished before the node was lost"
         new_node = two_nodes.replace_worker()
         result = job.result(timeout=600)
     assert result.error is None
-    lines = _epochs(run)
+    lines = metrics(run)
     epochs = [x["epoch"] for x in lines]
     assert epochs == sorted(set(epochs)) and epochs[0] == 0 and epochs[-1] == 5, epochs
     # the run went on with a worker on the new node, from where it was: epoch 0 ran once

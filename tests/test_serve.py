@@ -10,7 +10,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,19 +20,14 @@ import pytest
 import requests
 import soundfile as sf
 import yaml
+from conftest import free_port, sampled_clip_wav
 
-from synth import Renderer, Sampler, SamplerConfig, get_space, parse_preset
+from synth import Renderer, get_space, parse_preset
 from synth.config import ConfigError
 
 SR = 44100
 TOKEN_ENV = "SYNTHMATCH_TEST_TOKEN"
 TOKEN = "test-token-3f9a"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _deploy(serve, config: dict) -> None:
@@ -50,7 +44,7 @@ def server():
     os.environ[TOKEN_ENV] = TOKEN  # inherited by the Ray workers started below
     # the replicas' logs stay in Ray's log files rather than in pytest's progress output
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     base = f"http://127.0.0.1:{port}"
     # what a client sees while the app deploys: polled from before the deploy starts
@@ -99,18 +93,8 @@ def test_requests_while_the_app_starts_are_answered_503_with_retry_after(server)
 
 
 @pytest.fixture(scope="module")
-def clip_wav(tmp_path_factory) -> bytes:
-    """A 2 s render of a sampled preset, as WAV bytes."""
-    sampler = Sampler(SamplerConfig(seed=11))
-    renderer = Renderer(sampler.space)
-    for i in range(20):
-        s = sampler.sample(i)
-        r = renderer.render(s.patch, 57)
-        if r.valid:
-            buf = io.BytesIO()
-            sf.write(buf, r.audio, SR, format="WAV")
-            return buf.getvalue()
-    raise AssertionError("no audible sample in 20 draws")
+def clip_wav() -> bytes:
+    return sampled_clip_wav()
 
 
 def _wav(audio: np.ndarray, sr: int = SR) -> bytes:

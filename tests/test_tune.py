@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import local_ray, tiny_dataset
+from conftest import local_ray, metrics, tiny_dataset
 
 from distributed.train import TrainConfig
 from model.checkpoint import load_checkpoint
@@ -44,8 +44,7 @@ def swept(base, tmp_path_factory):
 
 
 def _history(out, trial_id):
-    lines = (out / "trials" / trial_id / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(x) for x in lines]
+    return metrics(out / "trials" / trial_id)
 
 
 def test_trials_draw_their_own_loss_and_report_every_epoch(swept, base):
