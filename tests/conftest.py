@@ -101,12 +101,13 @@ def spread_train_config(data: str, out: str, epochs: int, **overrides):
     from model.features import FeatureConfig
     from model.network import ModelConfig
 
-    return TrainConfig(data=data, out=out, workers=2, cpus_per_worker=0.5,
-                       placement="STRICT_SPREAD", batch_size=8, epochs=epochs,
-                       features=FeatureConfig(duration_s=0.5, n_mels=32, n_fft=1024, hop=512),
-                       model=ModelConfig(channels=(8, 16), hidden=32, dropout=0.0),
-                       audio_eval_presets=0, val_fraction=0.25, shuffle_buffer=0, wandb=False,
-                       patience=100, **overrides)
+    return TrainConfig(**{
+        "data": data, "out": out, "workers": 2, "cpus_per_worker": 0.5,
+        "placement": "STRICT_SPREAD", "batch_size": 8, "epochs": epochs,
+        "features": FeatureConfig(duration_s=0.5, n_mels=32, n_fft=1024, hop=512),
+        "model": ModelConfig(channels=(8, 16), hidden=32, dropout=0.0),
+        "audio_eval_presets": 0, "val_fraction": 0.25, "shuffle_buffer": 0, "wandb": False,
+        "patience": 100, **overrides})
 
 
 @contextlib.contextmanager
