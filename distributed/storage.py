@@ -72,6 +72,17 @@ def write_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
             f.write(data)
 
 
+def append_text(fs: pafs.FileSystem, path: str, text: str) -> None:
+    """Add ``text`` to the end of a small log file. Object stores cannot append, so there
+    the whole file is written again (atomically); a local file is appended to."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        with open(path, "a") as f:
+            f.write(text)
+        return
+    old = read_bytes(fs, path) if exists(fs, path) else b""
+    write_atomic(fs, path, old + text.encode())
+
+
 def sha256_of(fs: pafs.FileSystem, path: str, chunk: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with fs.open_input_stream(path) as f:

@@ -9,7 +9,10 @@ the driver), the loss is accumulated over ``grad_accum`` micro-batches with
 gradients synchronised only on the last, every epoch ends with validation, a
 checkpoint through ``ray.train.report`` and a W&B / ``metrics.jsonl`` log line.
 Run the same command again on the same ``--out`` and training resumes from
-the latest checkpoint; a crashed worker is restarted from it too.
+the latest checkpoint; a crashed worker is restarted from it too. ``--out`` is a
+local folder (shared by every node on a cluster) or an object-store URI such as
+``s3://bucket/runs/core``: Ray Train's storage, checkpoints, ``metrics.jsonl`` and
+``model.pt`` all go there.
 
 Fine-tuning through the synth (``model.sound``) adds a loss on the rendered sound of
 patches drawn from the heads; it starts from a trained model:
@@ -24,11 +27,11 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 import time
 from collections import defaultdict
@@ -36,10 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import torch
 
 from distributed import dataset as fmt
-from distributed.storage import resolve
+from distributed.storage import append_text, read_bytes, resolve, write_atomic
 from model.checkpoint import FILENAME, load_checkpoint, save_checkpoint, unwrap
 from model.data import COLUMNS, audio_tensor, decode_batch
 from model.features import FeatureConfig
@@ -258,7 +262,13 @@ def _wandb_run(cfg: TrainConfig, run_id: str):
 
     if not os.environ.get("WANDB_API_KEY"):
         os.environ["WANDB_MODE"] = "offline"
-    return wandb.init(project=cfg.wandb_project, id=run_id, resume="allow", dir=cfg.out,
+    out = resolve(cfg.out)
+    # W&B keeps its files in a local folder: the run folder, or this node's temp folder
+    # when the run goes to an object store
+    folder = out.path if out.is_local else os.path.join(tempfile.gettempdir(), "synthmatch-wandb",
+                                                        run_id)
+    os.makedirs(folder, exist_ok=True)
+    return wandb.init(project=cfg.wandb_project, id=run_id, resume="allow", dir=folder,
                       config=cfg.to_dict(), reinit="finish_previous")
 
 
@@ -289,11 +299,12 @@ def train_func(config: dict) -> None:
     # Ray's record, or the newest complete checkpoint on disk, whichever is newer: Ray
     # learns of a report only when its controller polls the worker, so a worker or a
     # driver killed just after a checkpoint was written can leave Ray without it.
-    on_disk = latest_checkpoint(Path(meta["storage_dir"]))
+    out = resolve(cfg.out)
+    on_disk = latest_checkpoint(out.fs, out.join(meta["storage_name"]))
     candidates = [c for c in (ray.train.get_checkpoint(), on_disk and on_disk[0]) if c]
     states = []
     for c in candidates:
-        c = ray.train.Checkpoint.from_directory(c) if isinstance(c, str) else c
+        c = ray.train.Checkpoint(c, filesystem=out.fs) if isinstance(c, str) else c
         with c.as_directory() as d:
             states.append((torch.load(Path(d) / STATE, map_location="cpu", weights_only=False),
                            torch.load(Path(d) / "best.pt", map_location="cpu",
@@ -471,8 +482,8 @@ def _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, me
                     "data_pass": metrics["train/pass"]}, Path(d) / STATE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
     # Logged after the checkpoint is persisted: a logged epoch is a resumable one.
-    with open(Path(cfg.out) / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({**metrics, "nodes": nodes}) + "\n")
+    out = resolve(cfg.out)
+    append_text(out.fs, out.join("metrics.jsonl"), json.dumps({**metrics, "nodes": nodes}) + "\n")
     if run is not None:
         run.log(metrics, step=epoch)
 
@@ -557,21 +568,28 @@ def init_state(cfg: TrainConfig, space) -> dict[str, torch.Tensor]:
     return ckpt.model.state_dict()
 
 
-def latest_checkpoint(folder: Path) -> tuple[str, int] | None:
-    """The complete checkpoint with the highest epoch under ``folder``, and its epoch.
+def latest_checkpoint(fs: pafs.FileSystem, folder: str) -> tuple[str, int] | None:
+    """The complete checkpoint with the highest epoch under ``folder`` (a path in ``fs``,
+    local or an object store), and its epoch.
 
     Ray records its checkpoints in a snapshot that a killed driver may never write;
-    the checkpoint folders themselves are on disk, so the driver looks for them.
+    the checkpoint folders themselves are in storage, so the driver looks for them.
     """
     best = None
-    for d in folder.glob("checkpoint_*"):
+    found = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    for d in (i.path for i in found if i.type == pafs.FileType.Directory
+              and i.base_name.startswith("checkpoint_")):
+        names = {i.base_name for i in fs.get_file_info(pafs.FileSelector(d))
+                 if i.type == pafs.FileType.File}
+        if not {STATE, FILENAME, "best.pt"} <= names:
+            continue
         try:
-            epoch = torch.load(d / STATE, map_location="cpu", weights_only=False)["epoch"]
+            epoch = torch.load(io.BytesIO(read_bytes(fs, f"{d}/{STATE}")), map_location="cpu",
+                               weights_only=False)["epoch"]
         except Exception:  # a folder cut short by the kill: not a checkpoint
             continue
-        if (d / FILENAME).is_file() and (d / "best.pt").is_file() and (
-                best is None or epoch > best[1]):
-            best = (str(d), epoch)
+        if best is None or epoch > best[1]:
+            best = (d, epoch)
     return best
 
 
@@ -598,13 +616,15 @@ def fit(cfg: TrainConfig, storage_name: str = "ray", callbacks: list | None = No
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    out = Path(cfg.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = dataclasses.replace(cfg, out=str(out))
+    out = resolve(cfg.out)
+    out.fs.create_dir(out.path, recursive=True)
+    if out.is_local:  # the workers see the same absolute path, whatever their directory
+        cfg = dataclasses.replace(cfg, out=out.path)
     meta = driver_meta(cfg)
-    meta["run_id"] = "sm-" + hashlib.sha256(str(out).encode()).hexdigest()[:10]
-    meta["storage_dir"] = str(out / storage_name)
-    found = latest_checkpoint(out / storage_name)
+    name = out.path if out.is_local else f"{out.fs.type_name}://{out.path}"
+    meta["run_id"] = "sm-" + hashlib.sha256(name.encode()).hexdigest()[:10]
+    meta["storage_name"] = storage_name
+    found = latest_checkpoint(out.fs, out.join(storage_name))
     if found:
         log.info("resuming after epoch %d from %s", found[1], found[0])
     trainer = TorchTrainer(
@@ -613,7 +633,8 @@ def fit(cfg: TrainConfig, storage_name: str = "ray", callbacks: list | None = No
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker},
                                      placement_strategy=cfg.placement),
-        run_config=RunConfig(name=storage_name, storage_path=str(out),
+        run_config=RunConfig(name=storage_name, storage_path=out.path,
+                             storage_filesystem=None if out.is_local else out.fs,
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              callbacks=callbacks),
@@ -622,8 +643,8 @@ def fit(cfg: TrainConfig, storage_name: str = "ray", callbacks: list | None = No
     result = trainer.fit()
     if result.checkpoint is not None:
         with result.checkpoint.as_directory() as d:
-            shutil.copy(Path(d) / "best.pt", out / FILENAME)
-        log.info("best model: %s (val %s %.4f)", out / FILENAME, cfg.select_by,
+            write_atomic(out.fs, out.join(FILENAME), (Path(d) / "best.pt").read_bytes())
+        log.info("best model: %s (val %s %.4f)", out.join(FILENAME), cfg.select_by,
                  result.metrics.get("val/best", float("nan")))
     return result
 
@@ -633,8 +654,8 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m distributed.train",
                                 description="Train the matching model with Ray Train DDP.")
     p.add_argument("--data", help="dataset folder or URI (from distributed.generate)")
-    p.add_argument("--out", help="run folder: checkpoints, metrics.jsonl, model.pt; run again "
-                                 "on the same folder to resume")
+    p.add_argument("--out", help="run folder or URI (s3://...): checkpoints, metrics.jsonl, "
+                                 "model.pt; run again on the same one to resume")
     p.add_argument("--workers", type=int, help=f"Ray Train workers (default {d.workers})")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, bf16 autocast")
     p.add_argument("--placement", choices=PLACEMENTS,

@@ -3,11 +3,14 @@
 One ``torch.save`` file holding the weights, the model, feature and loss
 configs, the parameter space (scope, id, definition) and training metadata.
 ``load_checkpoint`` needs no dataset, and refuses a file of another format
-version or another parameter space with a message that says which.
+version or another parameter space with a message that says which. ``fetch`` brings
+a checkpoint stored as a URI (``s3://bucket/runs/core/model.pt``, where training
+with ``--out s3://...`` leaves it) to a local cache, with the files beside it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +66,50 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module | dict, spac
     return path
 
 
+def cache_dir() -> Path:
+    """Where fetched checkpoints are kept: ``$SYNTHMATCH_CACHE``, else ~/.cache/synthmatch."""
+    root = os.environ.get("SYNTHMATCH_CACHE") or Path.home() / ".cache" / "synthmatch"
+    return Path(root) / "checkpoints"
+
+
+def fetch(checkpoint: str | os.PathLike) -> Path:
+    """A local path to ``checkpoint``: a path as it is; a URI (any pyarrow filesystem:
+    ``s3://``, ``gs://``, with credentials or ``endpoint_override`` in it as
+    ``distributed.generate`` takes them) downloaded into :func:`cache_dir`, together with
+    the class costs and the search library that lie beside it, fresh on every call."""
+    text = str(checkpoint)
+    if "://" not in text:
+        return Path(checkpoint)
+    import pyarrow.fs as pafs
+
+    from model.decoding import FILENAME as COSTS
+    from model.library import FILENAME as LIBRARY
+
+    try:
+        fs, path = pafs.FileSystem.from_uri(text)
+        info = fs.get_file_info(path)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{text}: cannot be read ({exc})") from None
+    if info.type == pafs.FileType.Directory:
+        path = f"{path.rstrip('/')}/{FILENAME}"
+    elif info.type == pafs.FileType.NotFound:
+        raise CheckpointError(f"{text}: no such checkpoint file")
+    folder, name = path.rsplit("/", 1)
+    local = cache_dir() / hashlib.sha256(text.encode()).hexdigest()[:16]
+    local.mkdir(parents=True, exist_ok=True)
+    for file in (name, COSTS, LIBRARY):
+        source = f"{folder}/{file}"
+        if fs.get_file_info(source).type != pafs.FileType.File:
+            (local / file).unlink(missing_ok=True)  # gone from the store: not used here
+            continue
+        with fs.open_input_stream(source) as f, atomic_path(local / file) as tmp:
+            tmp.write_bytes(f.read())
+    return local / name
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Checkpoint:
-    path = Path(path)
+    """The checkpoint at ``path`` (a file, a run folder holding ``model.pt``, or a URI)."""
+    path = fetch(path)
     if path.is_dir():
         path = path / FILENAME
     if not path.is_file():

@@ -43,6 +43,7 @@ from synth.space import ParameterSpace, Patch, SpaceError, get_space
 
 log = logging.getLogger("model.library")
 FORMAT = 1
+FILENAME = "library.npz"  # beside the checkpoint it was built for
 TIME_SPANS = 4  # per mel band: attack, early, late sustain, release (a 2 s window)
 CONTOUR_POINTS = 32  # the loudness contour over the window
 

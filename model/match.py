@@ -40,9 +40,10 @@ from model.audio_input import (
     load_clip,
     trim_onset,
 )
-from model.checkpoint import CheckpointError, load_checkpoint
+from model.checkpoint import CheckpointError, fetch, load_checkpoint
 from model.decoding import choose_classes, costs_beside
 from model.level import Level, active_rms_dbfs, choose_level, volume_for_level
+from model.library import FILENAME as LIBRARY
 from model.library import Library, LibraryError
 from model.metrics import mrstft_distance
 from model.search import DEFAULT_BUDGET_SECONDS, MAX_BUDGET_SECONDS, Candidate, Search
@@ -149,13 +150,13 @@ class Matcher:
                  library: str | Path | None = None, use_library: bool = True):
         """``library``: the search's retrieval library (default: ``library.npz`` beside the
         checkpoint, when there is one); ``use_library=False``: search without one."""
-        path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+        path = fetch(checkpoint) if checkpoint else DEFAULT_CHECKPOINT  # a URI: a local copy
         if checkpoint is None and not path.exists():
             raise CheckpointError(f"{path}: no default model is shipped yet; pass --checkpoint")
         self.ckpt = load_checkpoint(path)
         self.space = self.ckpt.space
         self.library: Library | None = None
-        lib_path = Path(library) if library else path.parent / "library.npz"
+        lib_path = Path(library) if library else path.parent / LIBRARY
         if use_library and (library or lib_path.exists()):
             self.library = Library.load(lib_path)
             self.library.check(self.space, self.ckpt.features, str(lib_path))
@@ -392,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("audio", type=Path, help=f"a clip of one note ({FORMATS})")
     p.add_argument("-o", "--out", type=Path, required=True, help="output .vital preset")
-    p.add_argument("--checkpoint", type=Path, help="model.pt (default: the shipped model)")
+    p.add_argument("--checkpoint", help="model.pt, its folder or a URI such as "
+                                        "s3://bucket/run/model.pt (default: the shipped model)")
     p.add_argument("--preview", type=Path, help="also render the preset here (.wav)")
     p.add_argument("--json", type=Path, help="also write the report (parameters, confidences, "
                                              "note, distance, timings)")

@@ -17,7 +17,7 @@ from synth.config import from_dict, require
 
 @dataclass(frozen=True)
 class ServeConfig:
-    checkpoint: str = ""  # model.pt on every node ("": the shipped default model)
+    checkpoint: str = ""  # model.pt on every node, or a URI ("": the shipped default model)
     max_upload_mb: float = 20.0  # larger request bodies are refused with 413
     max_clip_seconds: float = 30.0  # longer clips are refused with 422
     request_timeout_s: float = 30.0  # per request, the search budget added on top

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from model.audio_input import FORMATS, AudioInputError, InputConfig, sniff_format
+from model.checkpoint import fetch
 from model.decoding import costs_path
 from model.match import DEFAULT_CHECKPOINT, Matcher, MatchResult, f0_midi
 from model.search import DEFAULT_BUDGET_SECONDS
@@ -66,7 +67,7 @@ class MatchService:
     def __init__(self, model, render, search, config: ServeConfig):
         self.model, self.render, self.search = model, render, search
         self.config = config
-        path = Path(config.checkpoint) if config.checkpoint else DEFAULT_CHECKPOINT
+        path = fetch(config.checkpoint) if config.checkpoint else DEFAULT_CHECKPOINT
         self.matcher = Matcher(path, InputConfig(max_seconds=config.max_clip_seconds))
         self.sample_rate = self.matcher.render_config.sample_rate
         # the weights and the class costs beside them (both decide the answer)

@@ -1,9 +1,10 @@
 """The README's cluster flow, driven the way users drive it: ``ray job submit`` to a head
 and a worker node started with ``ray start`` (two raylets on this machine), with token
 authentication on, as Ray 2.60 sets up a new cluster. Generate to a local S3 server;
-train with one Train worker on each node into a folder both nodes share (this machine's
-disk, as NFS would be on a real cluster); sweep; ``serve deploy`` of
-``serve/production.yaml`` serving the model the cluster just trained, and ``curl`` to it.
+train with one Train worker on each node, Ray Train's storage on that S3; sweep into a
+folder both nodes share (this machine's disk, as NFS would be on a real cluster); ``serve
+deploy`` of ``serve/production.yaml`` serving the model the cluster just trained, read from
+S3, and ``curl`` to it.
 
 Each job runs in an upload of the repository (``--working-dir``, as the README says) and
 with the ``python`` on the nodes' ``PATH``: the nodes are started from the environment
@@ -21,12 +22,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import pytest
 import yaml
 from conftest import REPO, free_port, local_s3, metrics, sampled_clip_wav, spread_train_config
 
 from distributed import dataset as fmt
-from distributed.storage import resolve
+from distributed.storage import exists, read_bytes, resolve
 from synth import get_space, parse_preset
 
 RAY_TOKEN = secrets.token_hex(16)  # the cluster's, for the job client and the dashboard
@@ -151,22 +153,25 @@ def test_generate_job_writes_rows_from_both_nodes_to_s3(head, dataset):
 
 
 @pytest.fixture(scope="module")
-def trained(head, dataset, tmp_path_factory):
-    """``ray job submit ... python -m distributed.train`` into the shared folder."""
-    folder = tmp_path_factory.mktemp("train")
-    run = folder / "run"
-    config = _json(folder / "train.json", spread_train_config(dataset, str(run), 2).to_dict())
+def trained(head, dataset, s3, tmp_path_factory):
+    """``ray job submit ... python -m distributed.train --out s3://...``."""
+    run = s3("runs/job")
+    config = _json(tmp_path_factory.mktemp("train") / "train.json",
+                   spread_train_config(dataset, run, 2).to_dict())
     head.submit("distributed.train", "--config", str(config))
     return run
 
 
-def test_training_job_has_a_worker_on_each_node_and_checkpoints_to_shared_storage(
-        head, trained):
-    lines = metrics(trained)
+def test_training_job_has_a_worker_on_each_node_and_checkpoints_to_s3(head, trained):
+    out = resolve(trained)
+    lines = [json.loads(x) for x in read_bytes(out.fs, out.join("metrics.jsonl")).splitlines()]
     assert [x["epoch"] for x in lines] == [0, 1]
     assert all(set(x["nodes"]) == head.nodes for x in lines)
-    assert len([d for d in (trained / "ray").glob("checkpoint_*") if d.is_dir()]) == 2
-    assert (trained / "model.pt").is_file()
+    found = out.fs.get_file_info(pafs.FileSelector(out.join("ray")))
+    checkpoints = [i for i in found if i.type == pafs.FileType.Directory
+                   and i.base_name.startswith("checkpoint_")]
+    assert len(checkpoints) == 2
+    assert exists(out.fs, out.join("model.pt"))
 
 
 def test_sweep_job_runs_its_trials_across_both_nodes(head, dataset, tmp_path):
@@ -186,17 +191,17 @@ def test_sweep_job_runs_its_trials_across_both_nodes(head, dataset, tmp_path):
     assert json.loads((out / "best.json").read_text())["placement"] == "STRICT_SPREAD"
 
 
-def test_serve_deploy_of_the_production_config_answers_curl(head, trained, tmp_path):
+def test_serve_deploy_of_the_production_config_answers_curl(head, trained, s3, tmp_path):
     """``serve deploy serve/production.yaml`` with three changes for two nodes on one small
     machine: the proxy on the head only (both nodes share this machine's ports), a free
     port, and a quarter CPU and one replica per deployment; it serves the model the
-    training job wrote to the shared folder."""
+    training job wrote to S3, which each replica fetches from there."""
     config = yaml.safe_load((REPO / "serve" / "production.yaml").read_text())
     port = free_port()
     config["proxy_location"] = "HeadOnly"
     config["http_options"].update(host="127.0.0.1", port=port)
     (app,) = config["applications"]
-    app["args"].update(checkpoint=str(trained / "model.pt"), demo=False)
+    app["args"].update(checkpoint=s3("runs/job/model.pt"), demo=False)  # as trained wrote it
     for deployment in app["deployments"]:
         deployment["ray_actor_options"]["num_cpus"] = 0.25
         if "autoscaling_config" in deployment:

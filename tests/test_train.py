@@ -5,12 +5,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import pytest
 import torch
-from conftest import local_ray, pids_with, tiny_dataset
+from conftest import local_ray, local_s3, pids_with, tiny_dataset
 
+from distributed.storage import list_files, read_bytes, resolve
 from distributed.train import TrainConfig, accumulation_step, epoch_lr, fit
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.features import FeatureConfig
@@ -155,6 +158,35 @@ def test_killed_run_resumes_from_its_last_epoch(ray_local, tiny_data, tmp_path):
     assert resumed and first[-1] < resumed[0] <= first[-1] + 2, (first, epochs)
     assert epochs[-1] == 5
     assert "resuming after epoch" in done.stderr
+
+
+def test_a_run_on_s3_keeps_everything_there_and_resumes_from_it(ray_local, tiny_data, tmp_path,
+                                                                 monkeypatch):
+    """``--out s3://...``: Ray Train's storage, the checkpoints, ``metrics.jsonl`` and
+    ``model.pt`` all land in the object store, and the same command with more epochs goes
+    on from the checkpoint it finds there, with nothing written to the working folder."""
+    with local_s3() as uri:
+        run = uri("runs/s3")
+        cfg = dict(workers=1, epochs=1, audio_eval_presets=0)
+        assert fit(_cfg(tiny_data, run, **cfg)).error is None
+        assert fit(_cfg(tiny_data, run, **{**cfg, "epochs": 2})).error is None
+        out = resolve(run)
+        lines = [json.loads(x) for x in read_bytes(out.fs, out.join("metrics.jsonl")).splitlines()]
+        assert [x["epoch"] for x in lines] == [0, 1]  # the second run began at epoch 1
+        checkpoints = sorted((i for i in out.fs.get_file_info(pafs.FileSelector(out.join("ray")))
+                              if i.type == pafs.FileType.Directory
+                              and i.base_name.startswith("checkpoint_")), key=lambda i: i.path)
+        assert len(checkpoints) == 2
+        assert {f.base_name for f in list_files(out.fs, checkpoints[-1].path, ".pt")} == {
+            "model.pt", "best.pt", "state.pt"}
+        # a checkpoint URI is fetched into the local cache, as Serve's replicas take it
+        monkeypatch.setenv("SYNTHMATCH_CACHE", str(tmp_path / "cache"))
+        assert load_checkpoint(uri("runs/s3/model.pt")).training["epoch"] in (0, 1)
+        assert load_checkpoint(uri("runs/s3")).space.id == get_space("core").id  # its folder
+        with pytest.raises(CheckpointError, match="no such checkpoint"):
+            load_checkpoint(uri("runs/none/model.pt"))
+        assert (tmp_path / "cache" / "checkpoints").is_dir()
+    assert not list(Path.cwd().glob("s3*"))  # no local folder named after the URI
 
 
 @pytest.mark.parametrize("cache", ["never", "always"])
