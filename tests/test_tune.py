@@ -85,6 +85,17 @@ def test_best_config_and_model_are_the_best_trials(swept, base):
     assert model.training["metrics"][METRIC] == best[BEST]
 
 
+def test_a_finished_sweep_leaves_no_cpu_reserved(swept, ray_local):
+    """Each trial's Train run reserves its worker's CPU in a placement group that outlives
+    the trial; the sweep removes them, or the next job from this process waits for ever."""
+    from ray.util import placement_group_table
+
+    job = ray_local.get_runtime_context().get_job_id()
+    assert [g for i, g in placement_group_table().items()
+            if i.endswith(job) and g["state"] != "REMOVED"] == []
+    assert ray_local.available_resources().get("CPU") == ray_local.cluster_resources()["CPU"]
+
+
 def test_running_again_resumes_the_finished_sweep(swept, base):
     out, rows = swept
     again = sweep(base, SWEEP, str(out))

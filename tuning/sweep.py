@@ -204,6 +204,32 @@ def write_outputs(rows: list[tuple[dict, TrainConfig]], out: Path) -> dict | Non
     return best
 
 
+def _own_placement_groups() -> set[str]:
+    """The ids of this driver's live placement groups (an id ends with its job's id)."""
+    import ray
+    from ray.util import placement_group_table
+
+    job = ray.get_runtime_context().get_job_id()
+    return {i for i, g in placement_group_table().items()
+            if g["state"] != "REMOVED" and i.endswith(job)}
+
+
+def _release_placement_groups(before: set[str]) -> None:
+    """Remove the placement groups the sweep's trials left. A trial's Ray Train run reserves
+    its workers' CPUs in a group owned by this driver's job; when Tune ends the trial, the
+    group outlives it (Ray 2.60) and holds those CPUs until the driver exits: a second
+    sweep or training from the same Python process would wait for them for ever."""
+    from ray._raylet import PlacementGroupID
+    from ray.util import remove_placement_group
+    from ray.util.placement_group import PlacementGroup
+
+    left = _own_placement_groups() - before
+    for i in left:
+        remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(i))))
+    if left:
+        log.debug("released %d placement groups the trials left", len(left))
+
+
 def sweep(base: TrainConfig, config: SweepConfig, out: str) -> list[dict]:
     """Run (or resume) a sweep into ``out``; returns the trials.csv rows, best first."""
     if not resolve(out).is_local:
@@ -214,7 +240,11 @@ def sweep(base: TrainConfig, config: SweepConfig, out: str) -> list[dict]:
     # ranges' low ends) and what the Train driver reads (dataset, importance, init weights)
     driver_meta(trial_config(base, {k: getattr(config, k)[0] for k in SEARCHED}, folder))
     folder.mkdir(parents=True, exist_ok=True)
-    rows = summarise(_tuner(config, base, folder).fit(), base, folder)
+    before = _own_placement_groups()
+    try:
+        rows = summarise(_tuner(config, base, folder).fit(), base, folder)
+    finally:
+        _release_placement_groups(before)
     best = write_outputs(rows, folder)
     if best is None:
         raise SweepError(f"no trial reported a {METRIC} (the first error: {rows[0][0]['error']}"
