@@ -43,7 +43,7 @@ import pyarrow.fs as pafs
 import torch
 
 from distributed import dataset as fmt
-from distributed.storage import append_text, read_bytes, resolve, write_atomic
+from distributed.storage import Location, append_text, read_bytes, resolve, write_atomic
 from model.checkpoint import FILENAME, load_checkpoint, save_checkpoint, unwrap
 from model.data import COLUMNS, audio_tensor, decode_batch
 from model.features import FeatureConfig
@@ -255,14 +255,15 @@ def _all_gather(value: str) -> list[str]:
     return [value]
 
 
-def _wandb_run(cfg: TrainConfig, run_id: str):
+def _wandb_run(cfg: TrainConfig, run_id: str, out: Location):
+    """The W&B run of rank 0 (offline without ``WANDB_API_KEY``), or None. ``out``: the
+    resolved run folder."""
     if not cfg.wandb:
         return None
     import wandb
 
     if not os.environ.get("WANDB_API_KEY"):
         os.environ["WANDB_MODE"] = "offline"
-    out = resolve(cfg.out)
     # W&B keeps its files in a local folder: the run folder, or this node's temp folder
     # when the run goes to an object store
     folder = out.path if out.is_local else os.path.join(tempfile.gettempdir(), "synthmatch-wandb",
@@ -328,7 +329,7 @@ def train_func(config: dict) -> None:
     loss_fn = MatchLoss(layout, cfg.loss, importance)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
-    run = _wandb_run(cfg, meta["run_id"]) if rank == 0 else None
+    run = _wandb_run(cfg, meta["run_id"], out) if rank == 0 else None
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     render_config = RenderConfig(**meta["render"])
@@ -386,7 +387,7 @@ def train_func(config: dict) -> None:
                           for k, v in unwrap(model).state_dict().items()}
             best_seen = {"epoch": epoch, "metrics": metrics}
         _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, metrics, cfg,
-                space, rank, run, nodes)
+                space, rank, run, nodes, out)
         if stop:
             break
     if sound is not None:
@@ -455,13 +456,14 @@ def _validate(model, val_shard, loss_fn, layout, cfg, device, autocast, rank, re
 
 
 def _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, metrics, cfg,
-            space, rank, run, nodes: list[str]) -> None:
+            space, rank, run, nodes: list[str], out: Location) -> None:
     """Checkpoint (rank 0) and report; every rank calls it, since report is a barrier.
 
     The checkpoint folder holds ``model.pt`` (this epoch), ``best.pt`` (the best
     validation score so far, with that epoch's number and metrics: ``best_seen``) and
     ``state.pt`` (optimizer and counters, for resuming). ``metrics.jsonl`` also gets
-    ``nodes``: the Ray node id of each rank.
+    ``nodes``: the Ray node id of each rank. ``out``: the resolved run folder (resolved
+    once per worker: on an object store that builds a filesystem client).
     """
     import ray.train
 
@@ -482,7 +484,6 @@ def _report(model, optimizer, best_state, best_seen, epoch, best, bad_epochs, me
                     "data_pass": metrics["train/pass"]}, Path(d) / STATE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
     # Logged after the checkpoint is persisted: a logged epoch is a resumable one.
-    out = resolve(cfg.out)
     append_text(out.fs, out.join("metrics.jsonl"), json.dumps({**metrics, "nodes": nodes}) + "\n")
     if run is not None:
         run.log(metrics, step=epoch)

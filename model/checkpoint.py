@@ -76,7 +76,10 @@ def fetch(checkpoint: str | os.PathLike) -> Path:
     """A local path to ``checkpoint``: a path as it is; a URI (any pyarrow filesystem:
     ``s3://``, ``gs://``, with credentials or ``endpoint_override`` in it as
     ``distributed.generate`` takes them) downloaded into :func:`cache_dir`, together with
-    the class costs and the search library that lie beside it, fresh on every call."""
+    the class costs and the search library that lie beside it. A file already in the cache
+    is downloaded again only when the store's copy changed size or modification time (so
+    the replicas that Serve starts on one node download a model once; a same-size rewrite
+    within the store's one-second time resolution would go unseen)."""
     text = str(checkpoint)
     if "://" not in text:
         return Path(checkpoint)
@@ -98,12 +101,19 @@ def fetch(checkpoint: str | os.PathLike) -> Path:
     local = cache_dir() / hashlib.sha256(text.encode()).hexdigest()[:16]
     local.mkdir(parents=True, exist_ok=True)
     for file in (name, COSTS, LIBRARY):
-        source = f"{folder}/{file}"
-        if fs.get_file_info(source).type != pafs.FileType.File:
-            (local / file).unlink(missing_ok=True)  # gone from the store: not used here
+        source = fs.get_file_info(f"{folder}/{file}")
+        stamp = local / f".{file}.source"  # the store's size and time of the cached copy
+        if source.type != pafs.FileType.File:
+            for gone in (local / file, stamp):  # gone from the store: not used here
+                gone.unlink(missing_ok=True)
             continue
-        with fs.open_input_stream(source) as f, atomic_path(local / file) as tmp:
+        seen = f"{source.size} {source.mtime_ns}"
+        if (local / file).is_file() and stamp.is_file() and stamp.read_text() == seen:
+            continue
+        with fs.open_input_stream(source.path) as f, atomic_path(local / file) as tmp:
             tmp.write_bytes(f.read())
+        with atomic_path(stamp) as tmp:  # after the file: a crash between leaves no stamp
+            tmp.write_text(seen)
     return local / name
 
 

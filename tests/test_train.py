@@ -13,9 +13,9 @@ import pytest
 import torch
 from conftest import local_ray, local_s3, pids_with, tiny_dataset
 
-from distributed.storage import list_files, read_bytes, resolve
+from distributed.storage import list_files, read_bytes, resolve, write_atomic
 from distributed.train import TrainConfig, accumulation_step, epoch_lr, fit
-from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from model.checkpoint import CheckpointError, fetch, load_checkpoint, save_checkpoint
 from model.features import FeatureConfig
 from model.loss import LossConfig, MatchLoss
 from model.network import MatchNet, ModelConfig
@@ -186,6 +186,13 @@ def test_a_run_on_s3_keeps_everything_there_and_resumes_from_it(ray_local, tiny_
         with pytest.raises(CheckpointError, match="no such checkpoint"):
             load_checkpoint(uri("runs/none/model.pt"))
         assert (tmp_path / "cache" / "checkpoints").is_dir()
+        # fetched again, an unchanged file is not downloaded again; a changed one is
+        local = fetch(uri("runs/s3/model.pt"))
+        before = local.stat().st_mtime_ns
+        assert fetch(uri("runs/s3/model.pt")) == local and local.stat().st_mtime_ns == before
+        changed = read_bytes(out.fs, out.join("model.pt")) + b"changed"
+        write_atomic(out.fs, out.join("model.pt"), changed)
+        assert fetch(uri("runs/s3/model.pt")).read_bytes() == changed
     assert not list(Path.cwd().glob("s3*"))  # no local folder named after the URI
 
 
