@@ -33,6 +33,7 @@ import io
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,21 +205,25 @@ def write_outputs(rows: list[tuple[dict, TrainConfig]], out: Path) -> dict | Non
     return best
 
 
-def _own_placement_groups() -> set[str]:
-    """The ids of this driver's live placement groups (an id ends with its job's id)."""
+def _own_placement_groups(live: bool = True) -> set[str]:
+    """The ids of this driver's placement groups (an id ends with its job's id): the live
+    ones, or with ``live=False`` every one, removed too."""
     import ray
     from ray.util import placement_group_table
 
     job = ray.get_runtime_context().get_job_id()
     return {i for i, g in placement_group_table().items()
-            if g["state"] != "REMOVED" and i.endswith(job)}
+            if i.endswith(job) and not (live and g["state"] == "REMOVED")}
 
 
-def _release_placement_groups(before: set[str]) -> None:
-    """Remove the placement groups the sweep's trials left. A trial's Ray Train run reserves
-    its workers' CPUs in a group owned by this driver's job; when Tune ends the trial, the
-    group outlives it (Ray 2.60) and holds those CPUs until the driver exits: a second
-    sweep or training from the same Python process would wait for them for ever."""
+def _release_placement_groups(before: set[str], timeout_s: float = 60.0) -> None:
+    """Remove the placement groups the sweep's trials left, and wait until their CPUs are
+    back. A trial's Ray Train run reserves its workers' CPUs in a group owned by this
+    driver's job; when Tune ends the trial, the group outlives it (Ray 2.60) and holds those
+    CPUs until the driver exits: a second sweep or training from the same Python process
+    would wait for them for ever. Removal is asynchronous (a group reads REMOVED before its
+    bundles are returned), so this waits for the bundles' resources to leave the cluster."""
+    import ray
     from ray._raylet import PlacementGroupID
     from ray.util import remove_placement_group
     from ray.util.placement_group import PlacementGroup
@@ -226,6 +231,14 @@ def _release_placement_groups(before: set[str]) -> None:
     left = _own_placement_groups() - before
     for i in left:
         remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(i))))
+    ours = _own_placement_groups(live=False) - before  # Tune's own trial groups too
+    deadline = time.monotonic() + timeout_s
+    while held := [k for k in ray.cluster_resources() if any(k.endswith(i) for i in ours)]:
+        if time.monotonic() > deadline:
+            log.warning("%d placement group bundles still reserved %.0f s after the sweep "
+                        "removed them: %s", len(held), timeout_s, ", ".join(sorted(held)))
+            break
+        time.sleep(0.2)
     if left:
         log.debug("released %d placement groups the trials left", len(left))
 
