@@ -110,6 +110,16 @@ class Library:
     def patch(self, i: int) -> Patch:
         return Patch(self.continuous[i].astype(np.float64), self.categorical[i].astype(np.int64))
 
+    def entry_space(self) -> ParameterSpace:
+        """The parameter space the entries' patches are in (the header's scope), checked
+        against this synthmatch's definition of it."""
+        try:
+            space = get_space(self.header["scope"])
+            space.check_id(self.header["space_id"], "library")
+        except (KeyError, SpaceError) as exc:
+            raise LibraryError(f"library: {exc}") from None
+        return space
+
     def check(self, space: ParameterSpace, features: FeatureConfig, what: str) -> None:
         """Refuse a library made in another space or with other features."""
         try:
@@ -229,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ckpt = load_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT)
         library = Library.build(args.data, ckpt.features, args.limit)
-        library.check(ckpt.space, ckpt.features, args.data)
+        # any scope: a network of a narrower one answers in the library's (``Matcher``)
+        library.check(library.entry_space(), ckpt.features, args.data)
         library.save(args.out)
     except (CheckpointError, LibraryError, SpaceError, FileNotFoundError, OSError) as exc:
         return error(exc)

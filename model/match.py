@@ -53,7 +53,7 @@ from synth.base import base_preset
 from synth.cli import error
 from synth.controls import display_text
 from synth.files import write_text
-from synth.preset import Preset, apply_patch, save_preset
+from synth.preset import Preset, apply_patch, import_preset, save_preset
 from synth.render import Renderer
 from synth.space import Patch
 
@@ -69,7 +69,9 @@ class Prediction:
     patch: Patch
     note: int  # the note head's argmax
     note_prob: float
-    confidence: np.ndarray  # per parameter, in ``space.params`` order, in [0, 1]
+    # per parameter of the answer space (``Matcher.space``), in its order, in [0, 1]; NaN
+    # where the network has no such parameter
+    confidence: np.ndarray
 
 
 @dataclass
@@ -154,16 +156,29 @@ class Matcher:
         if checkpoint is None and not path.exists():
             raise CheckpointError(f"{path}: no default model is shipped yet; pass --checkpoint")
         self.ckpt = load_checkpoint(path)
-        self.space = self.ckpt.space
+        # the network answers in its own space; the answers (search, refinement, preset)
+        # are in the library's, which may be wider (a core network, a studio library): the
+        # network's answer is then carried over as a preset would be (``lift``)
+        self.net_space = self.space = self.ckpt.space
         self.library: Library | None = None
         lib_path = Path(library) if library else path.parent / LIBRARY
         if use_library and (library or lib_path.exists()):
             self.library = Library.load(lib_path)
+            self.space = self.library.entry_space()
             self.library.check(self.space, self.ckpt.features, str(lib_path))
-            log.debug("library %s: %d entries", lib_path, len(self.library))
+            log.debug("library %s: %d entries of scope %s", lib_path, len(self.library),
+                      self.space.name)
+        if self.space is not self.net_space:
+            lost = [p.name for p in self.net_space.params if p.name not in self.space.index]
+            if lost:
+                log.warning("the network's %s answers lose %s in the library's %s space",
+                            self.net_space.name, ", ".join(lost), self.space.name)
+        # each answer parameter's index among the network's (-1: the network has none)
+        self._net_index = np.array([self.net_space.index.get(p.name, -1)
+                                    for p in self.space.params])
         self._search: Search | None = None
         # per categorical parameter: its cost matrix for MBR decoding, or None (argmax)
-        self.class_costs = costs_beside(path, self.space)
+        self.class_costs = costs_beside(path, self.net_space)
         self.input_config = input_config or InputConfig()
         self.mc_passes = mc_passes
         self.render_config = self.ckpt.features.render_config()
@@ -218,9 +233,19 @@ class Matcher:
         patches = [Patch(continuous[i], chosen[i]) for i in range(b)]
         cont_conf = np.clip(1.0 - spread / UNIFORM_STD, 0.0, 1.0)
         cat_conf = np.stack([p[np.arange(b), chosen[:, j]] for j, p in enumerate(probs)], 1)
-        return [Prediction(patches[i], notes[i], float(note_probs[i, notes[i]]),
-                           np.concatenate([cont_conf[i], cat_conf[i]]).astype(np.float64))
+        confidence = np.concatenate([cont_conf, cat_conf], 1).astype(np.float64)
+        if self.space is not self.net_space:
+            patches = [self.lift(patch) for patch in patches]
+            confidence = np.where(self._net_index >= 0, confidence[:, self._net_index], np.nan)
+        return [Prediction(patches[i], notes[i], float(note_probs[i, notes[i]]), confidence[i])
                 for i in range(b)]
+
+    def lift(self, patch: Patch) -> Patch:
+        """A patch of the network's space in the answer space: written onto the base
+        preset and imported, as any preset is (``synth.preset.import_preset``), so that it
+        plays the same."""
+        return import_preset(apply_patch(base_preset(), self.net_space, patch), self.space,
+                             warn=False)  # the routes it loses were named once, at load
 
     def choose_note(self, prediction: Prediction, f0: float | None) -> NoteChoice:
         """The note to play the predicted patch at.
@@ -293,8 +318,9 @@ class Matcher:
                 text = self.space.banks[p.bank].labels[int(raw[p.name])]
             else:  # a route's amount
                 text = f"{raw[p.name]:+.3f}"
+            known = confidence is not None and np.isfinite(confidence[i])
             row = {"name": p.name, "value": raw[p.name], "text": text,
-                   "confidence": None if confidence is None else round(float(confidence[i]), 4)}
+                   "confidence": round(float(confidence[i]), 4) if known else None}
             rows.append(row)
         return rows
 

@@ -289,12 +289,12 @@ _warned: set[tuple[str, str]] = set()
 
 
 def import_preset(preset: Preset, space: ParameterSpace, *, leave_out: bool = False,
-                  velocity: float = MATCH_VELOCITY) -> Patch:
+                  velocity: float = MATCH_VELOCITY, warn: bool = True) -> Patch:
     """The patch of ``preset`` in ``space``; what lies outside the scope is ignored. In a
     scope with a route vocabulary (``studio``), a route outside it from a constant source
     (macros, mod wheel, velocity at ``velocity``) is folded into the value it sets
     (:func:`fold_constant_routes`); the routes it drops are named in a warning, once per
-    preset and process.
+    preset and process (``warn=False``: none, for a caller that says it once itself).
 
     In a scope whose draws run free (``studio``), tempo-synced rates are imported as the
     free rates they play at the preset's saved tempo (:func:`free_running`).
@@ -302,7 +302,7 @@ def import_preset(preset: Preset, space: ParameterSpace, *, leave_out: bool = Fa
     ``leave_out``: choose no wavetable or LFO shape that a bank holds only because this
     preset uses it (for measuring how well the bank covers presets it was not built from).
     """
-    if space.scope.real_rates and (preset.digest, space.id) not in _warned:
+    if warn and space.scope.real_rates and (preset.digest, space.id) not in _warned:
         _warned.add((preset.digest, space.id))
         dropped = dropped_routes(preset, space, velocity)
         if dropped:

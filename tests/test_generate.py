@@ -236,18 +236,21 @@ def test_s3_round_trip(ray_local, tmp_path):
 
 def test_a_library_is_built_from_a_dataset_on_the_command_line(ray_local, tmp_path):
     """``python -m model.library``: every valid row, in id order, its patch kept, and its
-    own audio (any level) found first."""
+    own audio (any level) found first; a studio dataset embedded with the shipped core
+    model's features (the matcher lifts the network's answers into the library's scope)."""
     import torch
 
     from model.features import FeatureConfig, LogMel
     from model.library import Library, embed_clips
 
     out = tmp_path / "ds"
-    generate(_cfg(12, rows_per_file=4, num_renderers=2, block_rows=4), str(out))
+    generate(_cfg(12, rows_per_file=4, num_renderers=2, block_rows=4,
+                  sampler=SamplerConfig(scope="studio")),
+             str(out))
     cli = subprocess.run([sys.executable, "-m", "model.library", "--data", str(out), "--out",
                           str(tmp_path / "lib.npz")], capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr[-2000:]
-    assert "12 entries of scope core" in cli.stderr
+    assert "12 entries of scope studio" in cli.stderr
     lib, table = Library.load(tmp_path / "lib.npz"), _table(out)
     assert list(lib.id) == table.column("id").to_pylist() == list(range(12))
     assert lib.header["source"]["dataset"] == str(out) and lib.header["source"]["rows"] == 12

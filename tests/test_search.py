@@ -18,20 +18,20 @@ from model.level import active_rms_dbfs
 from model.library import Library, LibraryError, embed_clips
 from model.match import Matcher
 from synth import Renderer, Sampler, SamplerConfig, get_space
+from synth.preset import import_preset
 
 SR = 44100
 FIRST_ID = 1000  # library ids are the dataset ids, not positions
 
 
-@pytest.fixture(scope="module")
-def library(tmp_path_factory):
-    """12 audible core draws rendered at their notes, as a library file."""
-    space, features = get_space("core"), FeatureConfig()
-    sampler, renderer = Sampler(SamplerConfig(seed=7)), Renderer(space,
-                                                                 features.render_config())
+def _library(folder, scope: str, n: int):
+    """``n`` audible draws of ``scope`` rendered at their notes, as a library file."""
+    space, features = get_space(scope), FeatureConfig()
+    sampler, renderer = (Sampler(SamplerConfig(scope=scope, seed=7)),
+                         Renderer(space, features.render_config()))
     samples, clips = [], []
     i = 0
-    while len(samples) < 12:
+    while len(samples) < n:
         s = sampler.sample(i)
         r = renderer.render(s.patch, s.note)
         if r.valid:
@@ -41,10 +41,16 @@ def library(tmp_path_factory):
     lib = Library.from_clips(space, features, clips, [s.patch for s in samples],
                              [s.note for s in samples],
                              ids=[FIRST_ID + k for k in range(len(samples))],
-                             source={"test": "12 core draws, seed 7"})
-    path = tmp_path_factory.mktemp("lib") / "library.npz"
+                             source={"test": f"{n} {scope} draws, seed 7"})
+    path = folder / "library.npz"
     lib.save(path)
     return path, samples
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    """12 audible core draws rendered at their notes, as a library file."""
+    return _library(tmp_path_factory.mktemp("lib"), "core", 12)
 
 
 def test_a_library_finds_the_sounds_it_holds_at_any_level(library):
@@ -80,9 +86,9 @@ def test_a_library_of_another_space_or_file_is_refused(library, tmp_path):
         Library.load(bad)
 
 
-def _clip(samples, k, tmp_path, dbfs: float = -20.0):
+def _clip(samples, k, tmp_path, dbfs: float = -20.0, scope: str = "core"):
     """A new render of library entry ``k`` as a user's WAV file, at ``dbfs``."""
-    space, features = get_space("core"), FeatureConfig()
+    space, features = get_space(scope), FeatureConfig()
     s = samples[k]
     audio = Renderer(space, features.render_config()).render(s.patch, s.note).audio
     audio = audio * np.float32(10 ** ((dbfs - active_rms_dbfs(audio)) / 20))
@@ -130,6 +136,29 @@ def test_a_quiet_clip_is_matched_by_its_sound_and_answered_at_a_presets_level(
     assert found.search["winner"]["library_id"] == FIRST_ID + 7
     # as it plays it is far from the quiet clip; at the clip's level it is the sound
     assert found.distance["audio/mrstft_level_matched"] < found.distance["audio/mrstft"]
+
+
+def test_a_studio_library_makes_a_core_network_answer_in_studio(checkpoint, tmp_path):
+    """The library decides the answer's space: a core network's answer is carried into it
+    (it keeps its values), and a clip made by a studio patch is answered by that patch."""
+    path, samples = _library(tmp_path, "studio", 6)
+    matcher = Matcher(checkpoint, mc_passes=2, library=path)
+    assert matcher.net_space.name == "core" and matcher.space.name == "studio"
+    clip = _clip(samples, 4, tmp_path, scope="studio")
+    alone = matcher.match(clip, budget_seconds=0)
+    assert len(alone.params) == len(get_space("studio").params)
+    shared = {p["name"]: p for p in alone.params if p["confidence"] is not None}
+    core_names = {p.name for p in get_space("core").params}
+    # the network's confidences for its own parameters, none for the studio-only ones
+    assert set(shared) == core_names - {"mod_lfo_1_to_osc_1_wave_frame"}
+    found = matcher.match(clip, budget_seconds=3.0)
+    assert found.search["winner"]["library_id"] == FIRST_ID + 4
+    assert found.search["winner"]["source"] in ("retrieval", "refinement")
+    # the preset plays the studio answer: its wavetables and effects are written into it
+    studio = get_space("studio")
+    again = import_preset(found.preset, studio)
+    np.testing.assert_array_equal(again.categorical, found.patch.categorical)
+    np.testing.assert_allclose(again.continuous, found.patch.continuous, atol=1e-6)
 
 
 def test_without_a_library_the_search_refines_the_networks_answer(library, tmp_path):
