@@ -112,6 +112,39 @@ def mrstft_distance(pred: np.ndarray, target: np.ndarray) -> float:
         return float(_mrstft(audio_tensor(pred[:n]), audio_tensor(target[:n])))
 
 
+class ClipDistance:
+    """``mrstft_distance(render, clip)`` for many renders against one clip, the clip's
+    spectra computed once (the search scores hundreds of renders against one clip; half of
+    each distance was the clip's STFTs again). Built from auraloss's own STFT losses, so it
+    is the same number (``tests/test_match.py``); thread-safe: it only reads."""
+
+    def __init__(self, clip: np.ndarray):
+        global _mrstft
+        import auraloss
+
+        if _mrstft is None:
+            _mrstft = auraloss.freq.MultiResolutionSTFTLoss()
+        self.loss, self.clip = _mrstft, np.ascontiguousarray(clip, dtype=np.float32)
+        for f in self.loss.stft_losses:  # the terms computed below: auraloss's defaults
+            assert not (f.perceptual_weighting or f.scale or f.scale_invariance or f.w_phs)
+        with torch.no_grad():
+            y = audio_tensor(self.clip)[0]
+            self.spectra = [f.stft(y)[0] for f in self.loss.stft_losses]
+
+    def __call__(self, render: np.ndarray) -> float:
+        n = len(self.clip)
+        if len(render) < n:  # shorter than the clip: compared with as much of it
+            return mrstft_distance(render, self.clip)
+        x = audio_tensor(render[:n])[0]
+        total = 0.0
+        with torch.no_grad():
+            for f, y in zip(self.loss.stft_losses, self.spectra, strict=True):
+                mag = f.stft(x)[0]
+                total += float(f.w_sc * f.spectralconv(mag, y) + f.w_log_mag * f.logstft(mag, y)
+                               + f.w_lin_mag * f.linstft(mag, y))
+        return total / len(self.loss.stft_losses)
+
+
 AUDIO_METRICS = ("audio/logmel_l1", "audio/mrstft")  # the keys of ``audio_distances``
 
 

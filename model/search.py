@@ -6,8 +6,9 @@ is; the library holds real points of that set. So, given ``budget`` seconds:
     propose   the network's point answer, and the library's nearest entries to the clip
               (``model.library``), each at its own note and at the clip's f0
     rank      render each (a pool of threads, one vita synth each) and score it by auraloss's
-              MR-STFT distance to the clip as the user will hear it: from its onset (the
-              clip was trimmed to its own), at the level the matcher will set
+              MR-STFT distance to the clip as the user gave it and will hear the answer,
+              as the report measures it: from its onset (the clip was trimmed to its
+              own), at the clip's own scale, at the level the matcher will set
               (``model.level``), as far as the patch's master volume reaches. A candidate
               that cannot get that loud is scored both as heard and at the level asked,
               and ranks by the worse: quieter is what the user gets, but auraloss's
@@ -34,7 +35,7 @@ import torch
 from model.audio_input import InputConfig, trim_onset
 from model.level import active_rms_dbfs, volume_for_level
 from model.library import Library, embed
-from model.metrics import audio_tensor
+from model.metrics import ClipDistance
 from model.refine import Prepare, Refiner, prepared_distance
 from synth.render import RenderConfig, Renderer
 from synth.space import ParameterSpace, Patch
@@ -92,32 +93,30 @@ class Search:
     def warm(self) -> None:
         """Make each thread's synth and run the distance once, so that the first search
         spends its budget on candidates (about 0.5 s on 2 cores)."""
-        target = audio_tensor(np.zeros(self.frontend.config.num_samples, np.float32))
+        target = ClipDistance(np.zeros(self.frontend.config.num_samples, np.float32))
         pool = self.refiner.pool
         barrier = threading.Barrier(self.threads)
 
         def touch(renderer: Renderer, _) -> None:
             barrier.wait(timeout=30)  # one item per thread: every thread makes its synth
             audio = renderer.render(self.space.default_patch(), 60).audio
-            prepared_distance(self.refiner.loss, audio, self.space.default_patch(), target,
-                              self.heard(-35.0, 0.0), self.silence_dbfs)
+            prepared_distance(target, audio, self.space.default_patch(), self.heard(-35.0),
+                              self.silence_dbfs)
 
         pool.map(touch, range(self.threads))
 
-    def heard(self, level_dbfs: float, clip_gain_db: float) -> Prepare:
-        """(render, patch) -> the render as the user will hear the answer, in the prepared
-        clip's scale: from its onset, at ``level_dbfs`` (the level the matcher sets, in the
-        clip's scale as given) as far as the patch's volume reaches, times the clip's
-        preparation gain ``clip_gain_db``; and, where the volume falls short, at the level
+    def heard(self, level_dbfs: float) -> Prepare:
+        """(render, patch) -> the render as the user will hear the answer: from its onset,
+        at ``level_dbfs`` (the level the matcher sets, in the clip's scale as given) as far
+        as the patch's volume reaches; and, where the volume falls short, at the level
         asked as well (so that falling short never ranks better)."""
         def prepare(audio: np.ndarray, patch: Patch) -> list[np.ndarray]:
             onset = trim_onset(audio, self.num_samples, self.input_config)
             now = active_rms_dbfs(onset)
             _, gain = volume_for_level(self.space, patch, now, level_dbfs)
-            versions = [onset * np.float32(10.0 ** ((gain + clip_gain_db) / 20.0))]
+            versions = [onset * np.float32(10.0 ** (gain / 20.0))]
             if abs(gain - (level_dbfs - now)) > 0.5:
-                versions.append(onset * np.float32(
-                    10.0 ** ((level_dbfs - now + clip_gain_db) / 20.0)))
+                versions.append(onset * np.float32(10.0 ** ((level_dbfs - now) / 20.0)))
             return versions
 
         return prepare
@@ -148,15 +147,21 @@ class Search:
     def run(self, clip: np.ndarray, point: Candidate, f0: float | None, budget: float,
             level_dbfs: float = -35.0, clip_gain_db: float = 0.0) -> SearchResult:
         """Search for up to ``budget`` seconds for the patch closest to ``clip`` (prepared,
-        as ``Clip.audio``, by ``clip_gain_db``), the answer to be set to ``level_dbfs``
+        as ``Clip.audio``, by ``clip_gain_db``: the library is asked with it as it is, and
+        candidates are compared with it as given), the answer to be set to ``level_dbfs``
         (``model.level.choose_level``, in the clip's scale as given)."""
         t0 = time.perf_counter()
         if budget <= 0:
             return SearchResult(point, 0, 0.0)
         deadline = t0 + budget
         rank_deadline = t0 + budget * self.rank_share
-        target = audio_tensor(clip)
-        loss, heard = self.refiner.loss, self.heard(level_dbfs, clip_gain_db)
+        # compare in the clip's scale as given, as the report does: the distance is not
+        # scale-free (auraloss floors each STFT magnitude at 1e-4), and in the prepared
+        # clip's scale (normalised to -35 dBFS) the quiet parts, a tail or a noise floor,
+        # fall under that floor and go unheard: ranked there, answers scored 0.1-0.6
+        # better than the report then measured
+        given = clip * np.float32(10.0 ** (-clip_gain_db / 20.0))
+        target, heard = ClipDistance(given), self.heard(level_dbfs)
         # nearest first: whatever the ranking phase has time for, it renders the most likely
         candidates = self.propose(clip, point, f0, self.max_candidates // 2)[
             : self.max_candidates]
@@ -165,7 +170,7 @@ class Search:
             if time.perf_counter() > rank_deadline and c is not point:
                 return float("nan")  # out of time: not rendered
             audio = renderer.render(c.patch, c.note).audio
-            return prepared_distance(loss, audio, c.patch, target, heard, self.silence_dbfs)
+            return prepared_distance(target, audio, c.patch, heard, self.silence_dbfs)
 
         t_rank = time.perf_counter()
         scores = self.refiner.pool.map(score, candidates)
@@ -182,7 +187,7 @@ class Search:
         if left > 0 and np.isfinite(best.distance):
             # a generation of the strategy takes as long as that many ranking renders did
             per_wave = t_rank / max(1.0, np.ceil(len(rendered) / self.threads))
-            r = self.refiner.refine(best.patch, best.note, clip, max_evals=1_000_000,
+            r = self.refiner.refine(best.patch, best.note, given, max_evals=1_000_000,
                                     max_seconds=left, start_distance=best.distance,
                                     prepare=heard, population=POPULATION,
                                     generation_seconds=per_wave * np.ceil(

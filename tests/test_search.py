@@ -18,7 +18,7 @@ from model.level import active_rms_dbfs
 from model.library import Library, LibraryError, embed_clips
 from model.match import Matcher
 from synth import Renderer, Sampler, SamplerConfig, get_space
-from synth.preset import import_preset
+from synth.preset import import_preset, load_preset
 
 SR = 44100
 FIRST_ID = 1000  # library ids are the dataset ids, not positions
@@ -190,3 +190,24 @@ def test_the_budget_knob_on_the_command_line(checkpoint, library, tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
     assert wrong.stderr.strip() == f"error: {tmp_path / 'bad.npz'}: no such file"
+
+
+def test_the_search_scores_its_answer_as_the_report_measures_it(checkpoint, library,
+                                                                 real_presets, tmp_path):
+    """A real preset's clip, loud, with a long quiet tail: the search ranks in the clip's
+    scale as given, where the report measures. auraloss's distance is not scale-free (it
+    floors each STFT magnitude at 1e-4): in the prepared clip's scale (-35 dBFS) the quiet
+    detail fell under that floor, and the search measured its answers 0.4 closer than the
+    report then did."""
+    path, _ = library
+    matcher = Matcher(checkpoint, mc_passes=2, library=path)
+    preset = next(p for p in real_presets if p.stem == "AccidentalMagic")
+    renderer = Renderer(get_space("core"), FeatureConfig().render_config())
+    sf.write(tmp_path / "clip.wav", renderer.render_preset(load_preset(preset), 60).audio, SR,
+             subtype="FLOAT")
+    found = matcher.match(tmp_path / "clip.wav", budget_seconds=2.0)
+    assert found.level.source == "clip"
+    winner = found.search["winner"]["distance"]
+    # the preview is another render (another random phase): equal up to that
+    assert winner == pytest.approx(found.distance["audio/mrstft"], abs=0.1), (
+        winner, found.distance)
