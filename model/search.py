@@ -15,12 +15,14 @@ is; the library holds real points of that set. So, given ``budget`` seconds:
               distance can reward a quiet wrong answer (its spectral-convergence term)
     refine    the evolution strategy (``model.refine``) from the best, until time is up
 
-Ranking gets at most ``rank_share`` of the budget and at most ``max_candidates`` renders;
-refinement gets the rest. Every phase stops at the deadline and the best so far is the
-answer, so a search overruns its budget by at most one generation of refinement (when
-the first one takes longer than the time left), and never answers worse than the best
-candidate it rendered. Budget 0 is
-the point answer alone, nothing rendered.
+Ranking gets at most ``max_candidates`` renders and ``rank_share`` of the budget, or all of
+it when the rest would not hold ``MIN_GENERATIONS`` of refinement (at the default 1 s,
+refinement never bettered the best candidate in the half it had, and ranking for the whole
+second answered closer: BENCHMARKS.md); refinement gets the rest. Every phase stops at the
+deadline and the best so far is the answer, so a search overruns its budget by at most one
+generation of refinement (when the first one takes longer than the time left), and never
+answers worse than the best candidate it rendered. Budget 0 is the point answer alone,
+nothing rendered.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from synth.space import ParameterSpace, Patch
 MAX_BUDGET_SECONDS = 30.0
 DEFAULT_BUDGET_SECONDS = 1.0  # the interactive answer on 2 cores
 POPULATION = 8  # candidates per generation of the refinement (model.refine)
+MIN_GENERATIONS = 3  # refinement runs only when the time left holds this many
 
 
 @dataclass
@@ -166,11 +169,24 @@ class Search:
         candidates = self.propose(clip, point, f0, self.max_candidates // 2)[
             : self.max_candidates]
 
+        took: list[float] = []  # seconds per candidate scored so far
+
         def score(renderer: Renderer, c: Candidate) -> float:
-            if time.perf_counter() > rank_deadline and c is not point:
+            now = time.perf_counter()
+            if c is not point and (now > deadline or (now > rank_deadline and refine_fits(now))):
                 return float("nan")  # out of time: not rendered
             audio = renderer.render(c.patch, c.note).audio
-            return prepared_distance(target, audio, c.patch, heard, self.silence_dbfs)
+            d = prepared_distance(target, audio, c.patch, heard, self.silence_dbfs)
+            took.append(time.perf_counter() - now)
+            return d
+
+        def refine_fits(now: float) -> bool:
+            """Whether the time left holds ``MIN_GENERATIONS`` of refinement; if not (a small
+            budget), ranking goes on to the deadline: one generation rarely improves on the
+            best candidate, and a candidate more often does."""
+            per_wave = float(np.mean(took)) if took else 0.0
+            generation = per_wave * np.ceil(POPULATION / self.threads)
+            return deadline - now >= MIN_GENERATIONS * generation
 
         t_rank = time.perf_counter()
         scores = self.refiner.pool.map(score, candidates)
