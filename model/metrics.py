@@ -100,16 +100,22 @@ def audio_tensor(audio: np.ndarray) -> torch.Tensor:
 _mrstft = None
 
 
-def mrstft_distance(pred: np.ndarray, target: np.ndarray) -> float:
-    """auraloss's ``MultiResolutionSTFTLoss()`` (default arguments) between two mono renders."""
+def _mrstft_loss():
+    """The one ``auraloss.freq.MultiResolutionSTFTLoss()`` (default arguments), made on
+    first use (auraloss is imported only where audio is compared)."""
     global _mrstft
     import auraloss
 
     if _mrstft is None:
         _mrstft = auraloss.freq.MultiResolutionSTFTLoss()
+    return _mrstft
+
+
+def mrstft_distance(pred: np.ndarray, target: np.ndarray) -> float:
+    """auraloss's ``MultiResolutionSTFTLoss()`` (default arguments) between two mono renders."""
     n = min(len(pred), len(target))
     with torch.no_grad():
-        return float(_mrstft(audio_tensor(pred[:n]), audio_tensor(target[:n])))
+        return float(_mrstft_loss()(audio_tensor(pred[:n]), audio_tensor(target[:n])))
 
 
 class ClipDistance:
@@ -119,12 +125,7 @@ class ClipDistance:
     is the same number (``tests/test_match.py``); thread-safe: it only reads."""
 
     def __init__(self, clip: np.ndarray):
-        global _mrstft
-        import auraloss
-
-        if _mrstft is None:
-            _mrstft = auraloss.freq.MultiResolutionSTFTLoss()
-        self.loss, self.clip = _mrstft, np.ascontiguousarray(clip, dtype=np.float32)
+        self.loss, self.clip = _mrstft_loss(), np.ascontiguousarray(clip, dtype=np.float32)
         for f in self.loss.stft_losses:  # the terms computed below: auraloss's defaults
             assert not (f.perceptual_weighting or f.scale or f.scale_invariance or f.w_phs)
         with torch.no_grad():

@@ -89,19 +89,21 @@ class Refiner:
 
         return self.pool.map(distance, patches)
 
-    def refine(self, start: Patch, note: int, clip: np.ndarray, *, max_evals: int = 200,
+    def refine(self, start: Patch, note: int, clip: np.ndarray | ClipDistance, *,
+               max_evals: int = 200,
                max_seconds: float = 20.0, sigma: float = 0.15, population: int = 8,
                seed: int = 0, start_distance: float | None = None,
                prepare: Prepare | None = None,
                generation_seconds: float = 0.0) -> RefineResult:
-        """Search from ``start`` at ``note`` towards ``clip``; ``evaluations`` counts the
-        start. ``sigma``: the first step (unit space). ``start_distance``: the start's
-        distance when already measured (the same way: through ``prepare`` when it is
-        given). ``generation_seconds``: how long a generation is expected to take, so that
-        the first starts only if it fits too."""
+        """Search from ``start`` at ``note`` towards ``clip`` (or a ``ClipDistance`` to it,
+        its spectra already computed); ``evaluations`` counts the start. ``sigma``: the
+        first step (unit space). ``start_distance``: the start's distance when already
+        measured (the same way: through ``prepare`` when it is given).
+        ``generation_seconds``: how long a generation is expected to take, so that the
+        first starts only if it fits too."""
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
-        target = ClipDistance(clip)
+        target = clip if isinstance(clip, ClipDistance) else ClipDistance(clip)
         best_x = start.continuous.copy()
         best = start_d = (self.score([start], note, target, prepare)[0]
                           if start_distance is None else start_distance)

@@ -180,17 +180,19 @@ class Search:
             took.append(time.perf_counter() - now)
             return d
 
+        def generation_seconds() -> float:
+            """A generation of refinement takes as long as that many candidates' scoring,
+            ``threads`` at a time."""
+            per_wave = float(np.mean(took)) if took else 0.0
+            return per_wave * np.ceil(POPULATION / self.threads)
+
         def refine_fits(now: float) -> bool:
             """Whether the time left holds ``MIN_GENERATIONS`` of refinement; if not (a small
             budget), ranking goes on to the deadline: one generation rarely improves on the
             best candidate, and a candidate more often does."""
-            per_wave = float(np.mean(took)) if took else 0.0
-            generation = per_wave * np.ceil(POPULATION / self.threads)
-            return deadline - now >= MIN_GENERATIONS * generation
+            return deadline - now >= MIN_GENERATIONS * generation_seconds()
 
-        t_rank = time.perf_counter()
         scores = self.refiner.pool.map(score, candidates)
-        t_rank = time.perf_counter() - t_rank
         rendered = [c for c, s in zip(candidates, scores, strict=True) if not np.isnan(s)]
         for c, s in zip(candidates, scores, strict=True):
             c.distance = s
@@ -201,13 +203,10 @@ class Search:
         result = SearchResult(best, len(rendered), 0.0, by_source)
         left = deadline - time.perf_counter()
         if left > 0 and np.isfinite(best.distance):
-            # a generation of the strategy takes as long as that many ranking renders did
-            per_wave = t_rank / max(1.0, np.ceil(len(rendered) / self.threads))
-            r = self.refiner.refine(best.patch, best.note, given, max_evals=1_000_000,
+            r = self.refiner.refine(best.patch, best.note, target, max_evals=1_000_000,
                                     max_seconds=left, start_distance=best.distance,
                                     prepare=heard, population=POPULATION,
-                                    generation_seconds=per_wave * np.ceil(
-                                        POPULATION / self.threads))
+                                    generation_seconds=generation_seconds())
             result.rendered += r.evaluations - 1  # the start was not rendered again
             result.refinement = {"from": best.source, "distance_before": r.start_distance,
                                  "distance_after": r.best_distance,
