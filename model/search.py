@@ -45,7 +45,7 @@ from synth.space import ParameterSpace, Patch
 MAX_BUDGET_SECONDS = 30.0
 DEFAULT_BUDGET_SECONDS = 1.0  # the interactive answer on 2 cores
 POPULATION = 8  # candidates per generation of the refinement (model.refine)
-MIN_GENERATIONS = 3  # refinement runs only when the time left holds this many
+MIN_GENERATIONS = 2  # refinement runs only when the time left holds this many
 
 
 @dataclass
