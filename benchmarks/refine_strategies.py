@@ -1,9 +1,10 @@
 """The search's refinement, its strategy swapped, on the same real-preset clips.
 
 ``sparse`` is the shipped strategy (``model.refine.Refiner``: a (1+λ) evolution strategy
-whose children move a few parameters each, its parent re-rendered); ``diagonal`` is the one
-it replaced (every continuous parameter moved at once, a step per parameter following the
-elite's spread, the best render ever seen kept), here as it was. Each preset in
+whose children move a few audible parameters each, its parent re-rendered); ``any-knob`` is
+the same with moves on any parameter, silent ones too (as it was before 2026-12-07);
+``diagonal`` is the one before (every continuous parameter moved at once, a step per
+parameter following the elite's spread, the best render ever seen kept), here as it was. Each preset in
 ../shared/real-presets (every ``--every``-th) is rendered once at note 60 (velocity 0.8,
 1.5 s note, 2 s render) to a WAV file, and that one clip goes through
 ``Matcher.match(budget_seconds=B)`` once per strategy, the strategies taking turns: the
@@ -77,7 +78,15 @@ class DiagonalRefiner(Refiner):
                             time.perf_counter() - t0, history)
 
 
-STRATEGIES = {"sparse": Refiner, "diagonal": DiagonalRefiner}
+class AnyKnobRefiner(Refiner):
+    """The shipped strategy before 2026-12-07: a child's moves fall on any continuous
+    parameter, a switched-off module's and a one-voice oscillator's unison knobs too."""
+
+    def movable(self, patch: Patch) -> np.ndarray:
+        return np.arange(len(patch.continuous))
+
+
+STRATEGIES = {"sparse": Refiner, "diagonal": DiagonalRefiner, "any-knob": AnyKnobRefiner}
 
 
 def main() -> None:

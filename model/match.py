@@ -42,7 +42,7 @@ from model.audio_input import (
 )
 from model.checkpoint import CheckpointError, fetch, load_checkpoint
 from model.decoding import choose_classes, costs_beside
-from model.level import Level, active_rms_dbfs, choose_level, volume_for_level
+from model.level import Level, active_rms_dbfs, choose_level, silent, volume_for_level
 from model.library import FILENAME as LIBRARY
 from model.library import Library, LibraryError
 from model.metrics import mrstft_distance
@@ -334,8 +334,6 @@ class Matcher:
         """``patch``, playing at ``now_dbfs``, with its master volume moved so that it plays
         at ``level``; and the gain applied (dB; less than asked where the volume's range
         ends). Vital's volume is the output gain: the level moves by the gain exactly."""
-        if now_dbfs < self.renderer.config.silence_dbfs:
-            return patch, 0.0  # a silent answer has no level to move
         volume, gain = volume_for_level(self.space, patch, now_dbfs, level.target_dbfs)
         if volume is None:
             return patch, 0.0
@@ -359,7 +357,10 @@ class Matcher:
         # the preview from its onset, as the clip was read: a slow attack is heard in time
         # with the clip, and the level is the one of what is compared
         onset = trim_onset(rendered, len(clip.audio), self.input_config)
-        patch, gain_db = self.set_level(patch, active_rms_dbfs(onset), level)
+        gain_db = 0.0  # a silent answer has no level to move; a quiet one has, as the
+        # search heard it (model.search: an answer 40 dB under its level once played so)
+        if not silent(rendered, self.render_config.silence_dbfs):
+            patch, gain_db = self.set_level(patch, active_rms_dbfs(onset), level)
         # the output gain scales the render: no second render for the preview
         preview = rendered * np.float32(10.0 ** (gain_db / 20.0))
         aligned = onset * np.float32(10.0 ** (gain_db / 20.0))

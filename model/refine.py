@@ -1,8 +1,10 @@
 """Gradient-free refinement of a patch against the clip.
 
 A (1+λ) evolution strategy with sparse mutations: each generation draws ``population``
-children of the best patch so far, each moving a few of its continuous parameters
-(1 + Poisson(3) of them, chosen at random) by a Gaussian step in unit space; the best child
+children of the best patch so far, each moving a few of its audible continuous parameters
+(1 + Poisson(3) of them, chosen at random among those ``ParameterSpace.audible`` says can
+change its sound: not a switched-off module's, not a one-voice oscillator's unison knobs)
+by a Gaussian step in unit space; the best child
 replaces the parent when it is closer, and the step grows after a success and shrinks after
 a failure. Discrete parameters and the note stay as given. A patch has tens to hundreds of
 continuous parameters, most of which matter little to one sound, and a search gets a few
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.level import silent
 from model.metrics import ClipDistance
 from synth.render import RenderConfig, Renderer, RenderPool
 from synth.space import ParameterSpace, Patch
@@ -63,8 +66,7 @@ def prepared_distance(distance: ClipDistance, audio: np.ndarray, patch: Patch,
                       prepare: Prepare, silence_dbfs: float) -> float:
     """The largest ``distance`` to the clip of a version of the render from
     ``prepare(audio, patch)``; inf for a silent render (peak at or under ``silence_dbfs``)."""
-    peak = float(np.max(np.abs(audio), initial=0.0))
-    if 20 * np.log10(max(peak, 1e-12)) <= silence_dbfs:
+    if silent(audio, silence_dbfs):
         return float("inf")
     return max(distance(version) for version in prepare(audio, patch))
 
@@ -89,6 +91,12 @@ class Refiner:
 
         return self.pool.map(distance, patches)
 
+    def movable(self, patch: Patch) -> np.ndarray:
+        """The continuous parameters a child of ``patch`` may move: the audible ones
+        (``ParameterSpace.audible``), or all when none is."""
+        audible = np.flatnonzero(self.space.audible(patch))
+        return audible if audible.size else np.arange(len(patch.continuous))
+
     def refine(self, start: Patch, note: int, clip: np.ndarray | ClipDistance, *,
                max_evals: int = 200,
                max_seconds: float = 20.0, sigma: float = 0.15, population: int = 8,
@@ -109,6 +117,7 @@ class Refiner:
                           if start_distance is None else start_distance)
         evals, history, last = 1, [best], generation_seconds
         dims, step = len(best_x), sigma
+        movable = self.movable(Patch(best_x, start.categorical))
         renders = [best]  # the parent's distances, one per render: its distance is the mean
         while (dims and evals + population <= max_evals
                and time.perf_counter() - t0 + last <= max_seconds):
@@ -116,7 +125,7 @@ class Refiner:
             again = population > 1 and len(renders) < RENDERS_PER_PARENT
             children = []
             for _ in range(population - again):
-                moved = rng.choice(dims, min(dims, 1 + rng.poisson(MEAN_MOVED - 1)),
+                moved = rng.choice(movable, min(len(movable), 1 + rng.poisson(MEAN_MOVED - 1)),
                                    replace=False)
                 x = best_x.copy()
                 x[moved] = np.clip(x[moved] + step * rng.standard_normal(len(moved)), 0, 1)
@@ -131,6 +140,7 @@ class Refiner:
             i = int(np.argmin(scores))
             if scores[i] < best:  # a success: take it, and reach further
                 best, best_x, renders = scores[i], children[i], [scores[i]]
+                movable = self.movable(Patch(best_x, start.categorical))
                 step = min(step * 1.3, MAX_STEP)
             else:
                 step = max(step * 0.85, MIN_STEP)

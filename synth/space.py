@@ -28,6 +28,17 @@ _BANKS = {"wavetables": get_bank, "lfos": get_lfo_bank}
 
 SPACE_FORMAT = 1
 
+# An oscillator's controls that act only with more than one unison voice, only with a
+# distortion type, only with a spectral-morph type (``ParameterSpace.audible``)
+# (not its stereo spread: that moves even one voice's sound)
+_UNISON = ("detune_power", "detune_range", "unison_blend", "unison_detune", "frame_spread",
+           "spectral_morph_spread", "distortion_spread")
+_DISTORTION = ("distortion_amount", "distortion_phase", "distortion_spread")
+_SPECTRAL_MORPH = ("spectral_morph_amount", "spectral_morph_spread")
+# modules heard only through the routes from them (in the base preset; env_1 is the
+# amplitude envelope, wired in)
+_MOD_SOURCES = ("env_2", "env_3", "lfo_1", "lfo_2", "lfo_3", "lfo_4")
+
 
 class SpaceError(ValueError):
     """A value that does not belong to the parameter space."""
@@ -232,6 +243,39 @@ class ParameterSpace:
                    if raw.get(f"osc_{n}_on", 1.0 if n == 1 else 0.0) >= 0.5
                    and raw.get(f"osc_{n}_midi_track", 1.0) >= 0.5]
         return min(offsets, default=0.0)
+
+    def audible(self, patch: Patch) -> np.ndarray:
+        """Which continuous parameters can change ``patch``'s sound, as a bool mask.
+
+        A parameter is silent when its module is switched off (its ``switch``); an
+        oscillator's unison controls when it plays one voice, its distortion controls when
+        its distortion type is None, its spectral-morph controls when that type is None; a
+        modulation route when its destination is silent; and an envelope's or LFO's
+        controls (but the amplitude envelope's, ``env_1``) when every route from it is at 0.
+        Moving a silent parameter renders the same sound (up to the oscillators' random
+        phase), so a search that moves only audible ones spends no render on it."""
+        raw = self.raw_from_patch(patch)
+        silent: set[str] = set()
+        for p in self.continuous:
+            if p.switch is not None and raw.get(p.switch, 1.0) < 0.5:
+                silent.add(p.name)
+        for n in (1, 2, 3):
+            osc = f"osc_{n}"
+            rules = ((f"{osc}_unison_voices", 1.0, _UNISON),
+                     (f"{osc}_distortion_type", 0.0, _DISTORTION),
+                     (f"{osc}_spectral_morph_type", 0.0, _SPECTRAL_MORPH))
+            for control, off, names in rules:
+                if control in raw and raw[control] == off:
+                    silent.update(f"{osc}_{name}" for name in names)
+        for route in self.routes:
+            if route.destination in silent:
+                silent.add(route.name)
+        sounding = {route.source for route in self.routes
+                    if route.name not in silent and raw[route.name] != 0.0}
+        for p in self.continuous:
+            if p.route is None and p.module in _MOD_SOURCES and p.module not in sounding:
+                silent.add(p.name)
+        return np.array([p.name not in silent for p in self.continuous])
 
     def validate(self, patch: Patch) -> None:
         """Raise :class:`SpaceError` naming the first parameter out of range."""

@@ -164,6 +164,11 @@ def test_refinement_never_returns_worse_than_its_start(tmp_path):
     assert result.best_distance <= result.start_distance + 0.05
     assert np.array_equal(result.patch.categorical, start.patch.categorical)
     assert np.all((result.patch.continuous >= 0) & (result.patch.continuous <= 1))
+    # only audible knobs move (a route turned up makes its source's knobs audible)
+    silent = ~space.audible(start.patch) & ~space.audible(result.patch)
+    assert silent.sum() > 10
+    assert np.array_equal(result.patch.continuous[silent], start.patch.continuous[silent])
+    assert not np.array_equal(result.patch.continuous, start.patch.continuous)
     # a budget of one evaluation keeps the start point
     kept = refiner.refine(start.patch, 60, clip, max_evals=1)
     assert kept.evaluations == 1 and kept.patch == start.patch
@@ -249,6 +254,29 @@ def test_the_answer_plays_at_the_level_decided_for_it(clip_dbfs, source, plays_a
     assert report["level"]["source"] == source
     assert report["level"]["plays_dbfs"] == round(reached, 2)
     assert set(report["distance"]) == {"mrstft", "mrstft_level_matched"}
+
+
+def test_a_quiet_answer_is_brought_to_its_level_as_the_search_heard_it():
+    """An answer whose render is quiet (RMS under the silence threshold) but not silent (its
+    peak above it, as the renderer and the search judge silence) is moved to its level like
+    any other: the search ranked it at that level. (It once played 40 dB under it, and
+    scored 4.7 where the search had measured 1.6.)"""
+    space = get_space("core")
+    patch = Sampler(SamplerConfig(seed=5)).sample(8).patch  # plays at -26 dBFS: room to rise
+    renderer = Renderer(space)
+    audio = renderer.render(patch, 57).audio
+    clip_audio = audio * np.float32(10 ** ((-20.0 - active_rms_dbfs(audio)) / 20))
+    quiet = space.with_volume_change(patch, -64.0 - active_rms_dbfs(audio))
+    heard = renderer.render(quiet, 57).audio
+    assert active_rms_dbfs(heard) < -60.0 < 20 * np.log10(np.abs(heard).max())
+    buf = io.BytesIO()
+    sf.write(buf, clip_audio, SR, format="WAV", subtype="FLOAT")
+    matcher = Matcher()
+    clip = matcher.load(buf.getvalue(), "c.wav")
+    result = matcher.finish(clip, matcher.predict([clip.audio])[0], NoteChoice(57, "f0", None),
+                            quiet)
+    assert result.level.plays_dbfs == pytest.approx(-20.0, abs=0.1)
+    assert active_rms_dbfs(trim_onset(result.preview, N)) == pytest.approx(-20.0, abs=0.1)
 
 
 def test_the_search_distance_to_a_fixed_clip_is_auralosss():

@@ -3,7 +3,8 @@ import re
 import numpy as np
 import pytest
 
-from synth import Patch, SpaceError, get_space, import_preset, load_preset
+from model.metrics import ClipDistance
+from synth import Patch, Renderer, SpaceError, get_space, import_preset, load_preset
 from synth.controls import discover_controls
 from synth.scales import Warp
 from synth.scopes import never_learned_reason
@@ -155,3 +156,41 @@ def test_display_texts_are_shown_as_vitals_interface_shows_them():
         shown = display_text(param.control, synth.get_control_text(param.name))
         number = re.match(r"-?[\d.]*", shown).group()
         assert len(number.lstrip("-")) <= 5 and not number.endswith("."), (param.name, shown)
+
+
+def test_audible_names_the_knobs_that_cannot_change_the_sound():
+    space = get_space("core")
+    default = space.default_patch()  # oscillator 1 alone, one voice, no filter, routes at 0
+    names = [p.name for p in space.continuous]
+    heard = {n for n, a in zip(names, space.audible(default), strict=True) if a}
+    assert {"osc_1_level", "osc_1_wave_frame", "env_1_attack", "volume",
+            "mod_lfo_1_to_osc_1_wave_frame"} <= heard
+    assert not heard & {"osc_2_level", "filter_1_cutoff", "mod_env_2_to_filter_1_cutoff",
+                        "env_2_decay", "lfo_1_frequency", "osc_1_unison_detune",
+                        "osc_1_distortion_amount", "osc_1_spectral_morph_amount"}
+    # a route that sounds makes its source heard; more voices make the unison knobs heard
+    raw = space.raw_from_patch(default) | {"mod_lfo_1_to_osc_1_wave_frame": 0.5,
+                                           "osc_1_unison_voices": 4.0}
+    heard = {n for n, a in zip(names, space.audible(space.patch_from_raw(raw)), strict=True)
+             if a}
+    assert {"lfo_1_frequency", "osc_1_unison_detune"} <= heard and "env_2_decay" not in heard
+
+
+def test_moving_every_silent_knob_leaves_the_sound_as_it_was():
+    """Rendered: the default patch with every parameter ``audible`` calls silent moved to
+    the other end of its range sounds as the patch does (within what rendering it again
+    changes); moving one audible knob, the wave frame, does not."""
+    space = get_space("core")
+    renderer = Renderer(space)
+    patch = space.default_patch()
+    silent = ~space.audible(patch)
+    moved = patch.continuous.copy()
+    moved[silent] = np.where(moved[silent] < 0.5, 1.0, 0.0)
+    frame = patch.continuous.copy()
+    frame[space.index["osc_1_wave_frame"]] = 1.0
+    clip = renderer.render(patch, 60).audio
+    distance = ClipDistance(clip)
+    again = distance(renderer.render(patch, 60).audio)
+    assert silent.sum() > 30
+    assert distance(renderer.render(Patch(moved, patch.categorical), 60).audio) < again + 0.05
+    assert distance(renderer.render(Patch(frame, patch.categorical), 60).audio) > again + 1.0
