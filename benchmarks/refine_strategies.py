@@ -4,9 +4,9 @@
 whose children move a few audible parameters each, its parent re-rendered); ``any-knob`` is
 the same with moves on any parameter, silent ones too (as it was before 2026-12-07);
 ``diagonal`` is the one before (every continuous parameter moved at once, a step per
-parameter following the elite's spread, the best render ever seen kept), here as it was. Each preset in
-../shared/real-presets (every ``--every``-th) is rendered once at note 60 (velocity 0.8,
-1.5 s note, 2 s render) to a WAV file, and that one clip goes through
+parameter following the elite's spread, the best render ever seen kept), here as it was.
+Each preset in ../shared/real-presets (every ``--every``-th) is rendered once at note 60
+(velocity 0.8, 1.5 s note, 2 s render) to a WAV file, and that one clip goes through
 ``Matcher.match(budget_seconds=B)`` once per strategy, the strategies taking turns: the
 comparison is paired, clip by clip. Distances are the report's (the preview against the
 clip as given); ``measured`` is the search's own distance of its winner, which the report

@@ -4,14 +4,14 @@ A (1+λ) evolution strategy with sparse mutations: each generation draws ``popul
 children of the best patch so far, each moving a few of its audible continuous parameters
 (1 + Poisson(3) of them, chosen at random among those ``ParameterSpace.audible`` says can
 change its sound: not a switched-off module's, not a one-voice oscillator's unison knobs)
-by a Gaussian step in unit space; the best child
-replaces the parent when it is closer, and the step grows after a success and shrinks after
-a failure. Discrete parameters and the note stay as given. A patch has tens to hundreds of
-continuous parameters, most of which matter little to one sound, and a search gets a few
-hundred renders: moving all of them at once (a diagonal CMA-ES, which this replaced) spends
-the renders on noise in the ones that don't matter; moving a few at a time finds the ones
-that do: on 15 real presets at a 20 s budget its answers were closer than the diagonal
-strategy's on 12 (BENCHMARKS.md, "refinement strategies").
+by a Gaussian step in unit space; the best child replaces the parent when it is closer, and
+the step grows after a success and shrinks after a failure. Discrete parameters and the
+note stay as given. A patch has tens to hundreds of continuous parameters, most of which
+matter little to one sound, and a search gets a few hundred renders: moving all of them at
+once (a diagonal CMA-ES, which this replaced) spends the renders on noise in the ones that
+don't matter; moving a few at a time finds the ones that do: on 15 real presets at a 20 s
+budget its answers were closer than the diagonal strategy's on 12 (BENCHMARKS.md,
+"refinement strategies").
 
 Candidates are rendered in parallel on a pool of threads, one ``Renderer`` (one
 ``vita.Synth``) each, and scored by auraloss's multi-resolution STFT distance to the clip,
