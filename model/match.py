@@ -281,14 +281,14 @@ class Matcher:
         if budget_seconds == 0:
             return prediction.patch, note, None
         point = Candidate(prediction.patch, note.note, "point")
-        level = choose_level(active_rms_dbfs(self.given(clip)))  # as finish will set it
+        given = self.given(clip)
+        level = choose_level(active_rms_dbfs(given))  # as finish will set it
         # Rank as the user will hear the answer: at the clip's own level when the answer is
         # set to it; when the clip's level says nothing of a preset's (``"typical"``: the
         # answer is set to real presets' level, far from the clip's), at the clip's level
         # all the same, or the level gap would outweigh every difference in timbre.
         rank_dbfs = level.target_dbfs if level.source == "clip" else level.clip_dbfs
-        found = self.searcher().run(clip.audio, point, f0, budget_seconds, rank_dbfs,
-                                    clip.gain_db)
+        found = self.searcher().run(clip.audio, point, f0, budget_seconds, rank_dbfs, given)
         best = found.best
         if best.library_id is not None:  # the note was chosen for the entry, from the f0
             note = NoteChoice(best.note, "f0" if f0 is not None else "library", f0)

@@ -148,11 +148,11 @@ class Search:
         return out
 
     def run(self, clip: np.ndarray, point: Candidate, f0: float | None, budget: float,
-            level_dbfs: float = -35.0, clip_gain_db: float = 0.0) -> SearchResult:
+            level_dbfs: float = -35.0, given: np.ndarray | None = None) -> SearchResult:
         """Search for up to ``budget`` seconds for the patch closest to ``clip`` (prepared,
-        as ``Clip.audio``, by ``clip_gain_db``: the library is asked with it as it is, and
-        candidates are compared with it as given), the answer to be set to ``level_dbfs``
-        (``model.level.choose_level``, in the clip's scale as given)."""
+        as ``Clip.audio``: the library is asked with it), compared with the clip ``given``
+        (the clip at its own level, ``Matcher.given``; default ``clip``), the answer to be
+        set to ``level_dbfs`` (``model.level.choose_level``, in the given clip's scale)."""
         t0 = time.perf_counter()
         if budget <= 0:
             return SearchResult(point, 0, 0.0)
@@ -163,8 +163,8 @@ class Search:
         # clip's scale (normalised to -35 dBFS) the quiet parts, a tail or a noise floor,
         # fall under that floor and go unheard: ranked there, answers scored 0.1-0.6
         # better than the report then measured
-        given = clip * np.float32(10.0 ** (-clip_gain_db / 20.0))
-        target, heard = ClipDistance(given), self.heard(level_dbfs)
+        target = ClipDistance(clip if given is None else given)
+        heard = self.heard(level_dbfs)
         # nearest first: whatever the ranking phase has time for, it renders the most likely
         candidates = self.propose(clip, point, f0, self.max_candidates // 2)[
             : self.max_candidates]
