@@ -39,14 +39,6 @@ def active_rms_dbfs(audio: np.ndarray) -> float:
     return 20.0 * np.log10(max(rms, 1e-12))
 
 
-def silent(audio: np.ndarray, silence_dbfs: float) -> bool:
-    """Whether a render is silent: its peak at or under ``silence_dbfs``, as the renderer
-    judges a render (``synth.render.judge``). A quiet render that is not silent has a level
-    to move, however low its RMS."""
-    peak = float(np.max(np.abs(audio), initial=0.0))
-    return 20.0 * np.log10(max(peak, 1e-12)) <= silence_dbfs
-
-
 @dataclass(frozen=True)
 class Level:
     """The level chosen for an answer. ``source``: ``"clip"`` (the clip's own level) or

@@ -42,7 +42,7 @@ from model.audio_input import (
 )
 from model.checkpoint import CheckpointError, fetch, load_checkpoint
 from model.decoding import choose_classes, costs_beside
-from model.level import Level, active_rms_dbfs, choose_level, silent, volume_for_level
+from model.level import Level, active_rms_dbfs, choose_level, volume_for_level
 from model.library import FILENAME as LIBRARY
 from model.library import Library, LibraryError
 from model.metrics import mrstft_distance
@@ -54,7 +54,7 @@ from synth.cli import error
 from synth.controls import display_text
 from synth.files import write_text
 from synth.preset import Preset, apply_patch, import_preset, save_preset
-from synth.render import Renderer
+from synth.render import Renderer, silent
 from synth.space import Patch
 
 log = logging.getLogger("model.match")

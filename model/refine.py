@@ -38,9 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.level import silent
 from model.metrics import ClipDistance
-from synth.render import RenderConfig, Renderer, RenderPool
+from synth.render import RenderConfig, Renderer, RenderPool, silent
 from synth.space import ParameterSpace, Patch
 
 MEAN_MOVED = 4  # continuous parameters a child moves, on average (1 + Poisson(3))

@@ -108,13 +108,19 @@ def near_threshold(result: RenderResult, config: RenderConfig, *, loud: bool = T
             or loud and level > 20.0 * np.log10(config.clip_level) - config.verdict_margin_db)
 
 
+def silent(audio: np.ndarray, silence_dbfs: float) -> bool:
+    """Whether a render is silent: its peak at or under ``silence_dbfs``. A quiet render
+    that is not silent has a level to move, however low its RMS (``model.match``)."""
+    return float(np.max(np.abs(audio), initial=0.0)) <= 10.0 ** (silence_dbfs / 20.0)
+
+
 def judge(audio: np.ndarray, config: RenderConfig) -> RenderResult:
     """Measure a mono render and say whether it is usable."""
     if not np.all(np.isfinite(audio)):
         return RenderResult(audio, float("nan"), float("nan"), "non-finite")
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
-    if peak <= 10.0 ** (config.silence_dbfs / 20.0):
+    if silent(audio, config.silence_dbfs):
         reason = "silent"
     elif peak > config.clip_level:
         reason = "clipping"
