@@ -243,18 +243,36 @@ class _Reporter:
         self._thread.join()
 
 
-def _check_job(loc: Location, config: GenerateConfig) -> None:
+def _check_job(loc: Location, config: GenerateConfig, grow: bool = False) -> None:
+    """Record the job's arguments in a new dataset; in an existing one, refuse others. With
+    ``grow``, a dataset of this job with fewer samples takes the new count: a sample is a
+    function of the sampler's seed and its id, so its rows are the first of the larger job,
+    and only the new ids are rendered."""
     path = loc.join(fmt.JOB_FILE)
     job = json.loads(json.dumps(config.job()))  # as it reads back (tuples become lists)
-    if exists(loc.fs, path):
-        recorded = json.loads(read_bytes(loc.fs, path))
-        if recorded != job:
-            changed = sorted(k for k in set(job) | set(recorded) if job.get(k) != recorded.get(k))
-            raise GenerateError(
-                f"{loc.uri} holds a dataset generated with other arguments ({', '.join(changed)} "
-                "differ); resume it with the same arguments, or choose another --out")
-    else:
+    if not exists(loc.fs, path):
         write_atomic(loc.fs, path, json.dumps(job, indent=2).encode())
+        return
+    recorded = json.loads(read_bytes(loc.fs, path))
+    if recorded == job:
+        return
+    changed = sorted(k for k in set(job) | set(recorded) if job.get(k) != recorded.get(k))
+    had = recorded.get("num_samples", 0)
+    if changed == ["num_samples"] and job["num_samples"] > had:
+        if not grow:
+            raise GenerateError(
+                f"{loc.uri} holds this job with {had} samples; pass --grow to add ids "
+                f"{had}-{job['num_samples'] - 1}, or choose another --out")
+        log.info("growing %s from %d to %d samples", loc.uri, had, job["num_samples"])
+        # the manifest first: a crash between the two leaves an unfinished dataset of the
+        # old job (a rerun finishes either), never a finished one under the new count
+        if exists(loc.fs, loc.join(fmt.MANIFEST)):
+            loc.fs.delete_file(loc.join(fmt.MANIFEST))
+        write_atomic(loc.fs, path, json.dumps(job, indent=2).encode())
+        return
+    raise GenerateError(
+        f"{loc.uri} holds a dataset generated with other arguments ({', '.join(changed)} "
+        "differ); resume it with the same arguments, or choose another --out")
 
 
 def _existing_ids(loc: Location) -> np.ndarray:
@@ -375,11 +393,12 @@ def _finalize(loc: Location, config: GenerateConfig, sampler: Sampler, seconds: 
     return manifest
 
 
-def completed(config: GenerateConfig, out: str) -> dict | None:
+def completed(config: GenerateConfig, out: str, grow: bool = False) -> dict | None:
     """The manifest when ``out`` holds this job finished already, else None; refuses a
-    dataset made with other arguments. Needs no Ray: a rerun of a finished job ends here."""
+    dataset made with other arguments (``grow``: see ``_check_job``). Needs no Ray: a rerun
+    of a finished job ends here."""
     loc = resolve(out)
-    _check_job(loc, config)
+    _check_job(loc, config, grow)
     if not exists(loc.fs, loc.join(fmt.MANIFEST)):
         return None
     manifest = fmt.load_manifest(loc)
@@ -388,14 +407,15 @@ def completed(config: GenerateConfig, out: str) -> dict | None:
     return manifest
 
 
-def generate(config: GenerateConfig, out: str) -> dict:
-    """Run (or resume) a generate job into ``out``; returns the manifest.
+def generate(config: GenerateConfig, out: str, grow: bool = False) -> dict:
+    """Run (or resume) a generate job into ``out``; returns the manifest. ``grow``: a
+    dataset of this job with fewer samples is grown to ``config.num_samples``.
 
     Needs Ray initialised (see ``distributed.cluster.init_ray``).
     """
     loc = resolve(out)
     sampler = Sampler(config.sampler)
-    done = completed(config, out)
+    done = completed(config, out, grow)
     if done is not None:
         return done
     start = time.perf_counter()
@@ -438,6 +458,9 @@ def get_parser() -> argparse.ArgumentParser:
                     "(resumable; run the same command again to finish an interrupted job).")
     p.add_argument("--num-samples", type=int, help="how many samples (ids 0..N-1)")
     p.add_argument("--out", help="dataset folder: a local path or a URI such as s3://bucket/ds")
+    p.add_argument("--grow", action="store_true",
+                   help="add ids to a dataset made with the same arguments and fewer samples "
+                        "(its rows stay; only the new ids are rendered)")
     p.add_argument("--verify", metavar="PATH", help="check a dataset against its manifest "
                                                     "and exit (non-zero if anything is wrong)")
     p.add_argument("--scope", help=f"parameter scope (default {s.scope})")
@@ -501,9 +524,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.out:
             raise ConfigError("--out is required (a folder or a URI)")
         config = config_from_args(args)
-        if completed(config, args.out) is None:  # a finished job starts no Ray
+        if completed(config, args.out, args.grow) is None:  # a finished job starts no Ray
             init_ray(args.address)
-            generate(config, args.out)
+            generate(config, args.out, args.grow)
 
     return run_job(job, (ConfigError, GenerateError, PresetError))
 

@@ -134,9 +134,44 @@ def test_resume_renders_only_what_is_missing(ray_local, tmp_path):
     manifest = generate(cfg, str(out))
     assert manifest["timings"]["last_run_rendered"] == lost
     assert manifest["rows"] == 20 and fmt.verify(resolve(str(out))) == []
-    # other arguments on the same folder are refused
+    # other arguments on the same folder are refused; so is a count it cannot grow to
+    with pytest.raises(GenerateError, match="other arguments .*max_attempts"):
+        generate(_cfg(20, rows_per_file=5, max_attempts=3), str(out))
     with pytest.raises(GenerateError, match="other arguments .*num_samples"):
+        generate(_cfg(19, rows_per_file=5), str(out))
+    with pytest.raises(GenerateError, match="holds this job with 20 samples; pass --grow"):
         generate(_cfg(21, rows_per_file=5), str(out))
+
+
+def test_a_finished_dataset_grows_to_more_samples(ray_local, tmp_path):
+    """``--grow``: the rows already written stay as they are (the same files), only the new
+    ids are rendered, and the grown dataset is the one a job of the larger count makes."""
+    out = tmp_path / "ds"
+    generate(_cfg(6, rows_per_file=3, block_rows=3, num_renderers=2), str(out))
+    before = {f.name: f.read_bytes() for f in (out / "data").glob("*.parquet")}
+    manifest = generate(_cfg(10, rows_per_file=3, block_rows=3, num_renderers=2), str(out),
+                        grow=True)
+    assert manifest["num_samples"] == 10 and manifest["rows"] == 10
+    assert manifest["timings"]["last_run_rendered"] == 4
+    assert fmt.verify(resolve(str(out))) == []
+    assert all((out / "data" / name).read_bytes() == data for name, data in before.items())
+    grown = _table(out)
+    assert grown.column("id").to_pylist() == list(range(10))
+    # the new rows are the larger job's own: the draws a 10-sample job makes (up to the
+    # volume of a draw turned down to the peak ceiling, which follows its render's phase)
+    fresh = tmp_path / "fresh"
+    generate(_cfg(10, rows_per_file=5, num_renderers=2), str(fresh))
+    made = _table(fresh)
+    for key in ("categorical", "note", "velocity", "attempts"):
+        assert grown.column(key).equals(made.column(key)), key
+    vol = [p.name for p in Sampler(SamplerConfig()).space.continuous].index("volume")
+    np.testing.assert_array_equal(
+        *(np.delete(np.array(t.column("continuous").to_pylist()), vol, axis=1)
+          for t in (grown, made)))
+    # a finished, grown job reruns as finished; growing again needs --grow again
+    assert generate(_cfg(10, rows_per_file=3), str(out))["created"] == manifest["created"]
+    with pytest.raises(GenerateError, match="pass --grow"):
+        generate(_cfg(12, rows_per_file=3), str(out))
 
 
 def test_killed_job_resumes_from_the_command_line(ray_local, tmp_path):
