@@ -224,13 +224,12 @@ def _release_placement_groups(before: set[str], timeout_s: float = 60.0) -> None
     would wait for them for ever. Removal is asynchronous (a group reads REMOVED before its
     bundles are returned), so this waits for the bundles' resources to leave the cluster."""
     import ray
-    from ray._raylet import PlacementGroupID
     from ray.util import remove_placement_group
     from ray.util.placement_group import PlacementGroup
 
     left = _own_placement_groups() - before
     for i in left:
-        remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(i))))
+        remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(i))))
     ours = _own_placement_groups(live=False) - before  # Tune's own trial groups too
     deadline = time.monotonic() + timeout_s
     while held := [k for k in ray.cluster_resources() if any(k.endswith(i) for i in ours)]:
