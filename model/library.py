@@ -54,8 +54,10 @@ class LibraryError(ValueError):
 
 @torch.no_grad()
 def embed(frontend: LogMel, audio: np.ndarray) -> torch.Tensor:
-    """Prepared clips ``(B, N)`` -> embeddings ``(B, n_mels * 4 + 32)`` float32."""
-    mel = frontend(torch.from_numpy(np.asarray(audio, np.float32)))  # (B, 1, M, T)
+    """Prepared clips ``(B, N)`` -> embeddings ``(B, n_mels * 4 + 32)`` float32. A read-only
+    array (a Serve replica's, from Ray's object store) is copied: torch warns on every
+    request otherwise."""
+    mel = frontend(torch.from_numpy(np.require(audio, np.float32, "W")))  # (B, 1, M, T)
     spans = torch.nn.functional.adaptive_avg_pool2d(mel, (mel.shape[2], TIME_SPANS))
     contour = torch.nn.functional.adaptive_avg_pool1d(mel.mean(2), CONTOUR_POINTS)
     return torch.cat([spans.flatten(1), contour.flatten(1)], 1)

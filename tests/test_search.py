@@ -7,6 +7,7 @@ by retrieval and ranking, not by the network: what these tests check.
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ import torch
 
 from model.features import FeatureConfig, LogMel
 from model.level import active_rms_dbfs
-from model.library import Library, LibraryError, embed_clips
+from model.library import Library, LibraryError, embed, embed_clips
 from model.match import Matcher
 from synth import Renderer, Sampler, SamplerConfig, get_space
 from synth.preset import import_preset, load_preset
@@ -65,6 +66,11 @@ def test_a_library_finds_the_sounds_it_holds_at_any_level(library):
     # a new render of each (another random phase), 20 dB louder or quieter, is found first
     renderer = Renderer(space, features.render_config())
     frontend = LogMel(features)
+    frozen = np.zeros((1, features.num_samples), np.float32)
+    frozen.flags.writeable = False  # as a Serve replica gets a clip from Ray's object store
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns for every read-only array it wraps
+        assert embed(frontend, frozen).shape == (1, 64 * 4 + 32)
     for k, s in enumerate(samples):
         audio = renderer.render(s.patch, s.note).audio * np.float32(10 ** ((-1) ** k))
         query = embed_clips(frontend, [audio])[0]
