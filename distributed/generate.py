@@ -249,9 +249,10 @@ def _check_job(loc: Location, config: GenerateConfig, grow: bool = False) -> Non
     function of the sampler's seed and its id, so its rows are the first of the larger job,
     and only the new ids are rendered."""
     path = loc.join(fmt.JOB_FILE)
-    job = json.loads(json.dumps(config.job()))  # as it reads back (tuples become lists)
+    text = json.dumps(config.job(), indent=2)
+    job = json.loads(text)  # as it reads back (tuples become lists)
     if not exists(loc.fs, path):
-        write_atomic(loc.fs, path, json.dumps(job, indent=2).encode())
+        write_atomic(loc.fs, path, text.encode())
         return
     recorded = json.loads(read_bytes(loc.fs, path))
     if recorded == job:
@@ -268,7 +269,7 @@ def _check_job(loc: Location, config: GenerateConfig, grow: bool = False) -> Non
         # old job (a rerun finishes either), never a finished one under the new count
         if exists(loc.fs, loc.join(fmt.MANIFEST)):
             loc.fs.delete_file(loc.join(fmt.MANIFEST))
-        write_atomic(loc.fs, path, json.dumps(job, indent=2).encode())
+        write_atomic(loc.fs, path, text.encode())
         return
     raise GenerateError(
         f"{loc.uri} holds a dataset generated with other arguments ({', '.join(changed)} "

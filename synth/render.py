@@ -111,7 +111,11 @@ def near_threshold(result: RenderResult, config: RenderConfig, *, loud: bool = T
 def silent(audio: np.ndarray, silence_dbfs: float) -> bool:
     """Whether a render is silent: its peak at or under ``silence_dbfs``. A quiet render
     that is not silent has a level to move, however low its RMS (``model.match``)."""
-    return float(np.max(np.abs(audio), initial=0.0)) <= 10.0 ** (silence_dbfs / 20.0)
+    return _silent_peak(float(np.max(np.abs(audio), initial=0.0)), silence_dbfs)
+
+
+def _silent_peak(peak: float, silence_dbfs: float) -> bool:
+    return peak <= 10.0 ** (silence_dbfs / 20.0)
 
 
 def judge(audio: np.ndarray, config: RenderConfig) -> RenderResult:
@@ -120,7 +124,7 @@ def judge(audio: np.ndarray, config: RenderConfig) -> RenderResult:
         return RenderResult(audio, float("nan"), float("nan"), "non-finite")
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
-    if silent(audio, config.silence_dbfs):
+    if _silent_peak(peak, config.silence_dbfs):  # the peak measured once
         reason = "silent"
     elif peak > config.clip_level:
         reason = "clipping"
