@@ -89,6 +89,8 @@ def _has(space: ParameterSpace, *names: str) -> bool:
 
 
 _STRIPPING_MORPHS = (1.0, 5.0, 6.0, 8.0)
+_SINE_ERASING = (*_STRIPPING_MORPHS, 2.0)
+_SINE_SAFE_MORPHS = (0.0, 3.0, 4.0, 7.0, 9.0, 10.0, 11.0)
 
 
 def _oscillators(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace) -> None:
@@ -102,7 +104,10 @@ def _oscillators(v: dict, rng: np.random.Generator, pitch: int, space: Parameter
     effects chain or the direct output (0-4). Spectral morphs that strip
     harmonics (vocode 1, smear 5, random amplitudes 6, high pass 8) can erase a
     frame with few harmonics (the sine end of basic shapes), so their amount
-    stays at or under one half.
+    stays at or under one half; where the oscillator chooses its wavetable
+    (``studio``), one whose frame is sine-like (the bank's harmonic counts) gets
+    another morph instead, since any amount of those, or of formant scale (2), can
+    erase a sine (BENCHMARKS.md, "silent studio draws").
     """
     oscs = [n for n in (1, 2, 3) if _has(space, f"osc_{n}_on")]
     if not oscs:
@@ -120,6 +125,10 @@ def _oscillators(v: dict, rng: np.random.Generator, pitch: int, space: Parameter
         v[p + "midi_track"] = float(rng.random() < 0.95)
         v[p + "distortion_type"] = float(rng.integers(0, 9))
         v[p + "destination"] = float(rng.integers(0, 5))
+        if _has(space, p + "wavetable") and v.get(p + "spectral_morph_type") in _SINE_ERASING \
+                and space.banks["wavetables"].sine_like(int(v[p + "wavetable"]),
+                                                        v[p + "wave_frame"]):
+            v[p + "spectral_morph_type"] = float(rng.choice(_SINE_SAFE_MORPHS))
         if v.get(p + "spectral_morph_type") in _STRIPPING_MORPHS:
             v[p + "spectral_morph_amount"] = rng.uniform(0.0, 0.5)
 
@@ -141,6 +150,23 @@ def _filters(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpac
         else:
             v[p + "cutoff"] = rng.uniform(8.0, min(136.0, pitch + 36.0))
         v[p + "drive"] = rng.uniform(0.0, 12.0)
+
+
+def _eq(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace) -> None:
+    """The EQ's cut modes leave the note audible, as the filters' rule does: its low band
+    as a high pass (low mode 1) cuts at most three octaves over the note, its high band as
+    a low pass (high mode 1) at least an octave under it, and with both the low pass sits
+    above the high pass. Drawn over the whole range, the two crossed and silenced one EQ'd
+    studio draw in thirty (BENCHMARKS.md, "silent studio draws")."""
+    if not _has(space, "eq_low_mode", "eq_low_cutoff", "eq_high_mode", "eq_high_cutoff"):
+        return
+    high_pass, low_pass = v["eq_low_mode"] == 1.0, v["eq_high_mode"] == 1.0
+    if high_pass:
+        v["eq_low_cutoff"] = rng.uniform(8.0, min(136.0, pitch + 36.0))
+    if low_pass:
+        v["eq_high_cutoff"] = rng.uniform(max(8.0, pitch - 12.0), 136.0)
+    if high_pass and low_pass and v["eq_high_cutoff"] < v["eq_low_cutoff"]:
+        v["eq_low_cutoff"], v["eq_high_cutoff"] = v["eq_high_cutoff"], v["eq_low_cutoff"]
 
 
 def _amp_envelope(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace) -> None:
@@ -205,8 +231,8 @@ def _volume(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace
     v["volume"] = volume_raw(db)
 
 
-AUDIBILITY_RULES: tuple[Rule, ...] = (_oscillators, _filters, _amp_envelope, _routes, _effects,
-                                      _volume)
+AUDIBILITY_RULES: tuple[Rule, ...] = (_oscillators, _filters, _eq, _amp_envelope, _routes,
+                                      _effects, _volume)
 
 
 class Sampler:

@@ -180,12 +180,32 @@ class WavetableBank(Bank):
     def fingerprint(self, table: dict) -> np.ndarray:
         return fingerprint(json.dumps(table))
 
+    @functools.cached_property
+    def _harmonics(self) -> list[list[int]]:
+        counts = self.manifest.get("harmonics", {}).get("counts")
+        if counts is None or len(counts) != len(self.entries):
+            raise BankError("the wavetable bank's manifest has no harmonic counts for its "
+                            "tables; write it again with `python -m synth bank --presets "
+                            "../shared/real-presets`")
+        return counts
+
+    def sine_like(self, index: int, frame: float) -> bool:
+        """Whether table ``index`` plays at most 2 harmonics (within 30 dB of the loudest)
+        around ``frame`` (0..256): at both fingerprint frames beside it. A spectral morph
+        that takes harmonics away can leave such a frame with nothing to play."""
+        counts = self._harmonics[index]
+        step = FINGERPRINT_FRAMES[1]
+        lo = min(int(frame) // step, len(counts) - 1)
+        hi = min(lo + (frame % step > 0), len(counts) - 1)
+        return max(counts[lo], counts[hi]) <= 2
+
 
 # --- spectral fingerprints --------------------------------------------------------------
 FINGERPRINT_FRAMES = (0, 64, 128, 192, 256)
 FINGERPRINT_HARMONICS = 48
 _PROBE_NOTE = 48  # 130.8 Hz: 48 harmonics reach 6.3 kHz
 _FLOOR_DB = -60.0
+AUDIBLE_HARMONIC_DB = -30.0  # a harmonic this far under the loudest counts as not there
 
 
 @functools.cache
@@ -227,6 +247,12 @@ def fingerprint(table_json: str) -> np.ndarray:
     return np.stack(rows)
 
 
+def harmonic_counts(fp: np.ndarray) -> list[int]:
+    """How many harmonics sound within :data:`AUDIBLE_HARMONIC_DB` of the loudest, at each
+    fingerprint frame: 1 for a sine."""
+    return [int(n) for n in (fp > AUDIBLE_HARMONIC_DB).sum(axis=1)]
+
+
 def fingerprint_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute dB difference between two fingerprints (what :meth:`Bank.nearest`
     minimises)."""
@@ -246,9 +272,16 @@ def build_manifest(paths: list[Path], credit: str = "") -> dict:
         builtin.append({"name": name, "kind": "procedural",
                         "digest": sound_digest(procedural_table(name, start, end)),
                         "recipe": [asdict(start), asdict(end)]})
-    return {"format": FORMAT, "version": VERSION, "credit": credit,
-            "procedural": {"count": PROCEDURAL_COUNT, "seed": PROCEDURAL_SEED},
-            "entries": harvest_entries(WavetableBank, builtin, paths, slots=3)}
+    manifest = {"format": FORMAT, "version": VERSION, "credit": credit,
+                "procedural": {"count": PROCEDURAL_COUNT, "seed": PROCEDURAL_SEED},
+                "entries": harvest_entries(WavetableBank, builtin, paths, slots=3)}
+    # what the sampler needs to know of each table's sound; kept out of "entries", whose
+    # hash is the bank's id, since it follows from the tables
+    bank = WavetableBank(manifest, presets=paths[0].parent if paths else None)
+    manifest["harmonics"] = {"frames": list(FINGERPRINT_FRAMES), "within_db": AUDIBLE_HARMONIC_DB,
+                             "counts": [harmonic_counts(bank.fingerprint(bank.table(i)))
+                                        for i in range(len(bank))]}
+    return manifest
 
 
 @functools.cache
@@ -258,4 +291,4 @@ def get_bank() -> WavetableBank:
 
 
 __all__ = ["BankError", "Spectrum", "WavetableBank", "basic_shapes_table", "build_manifest",
-           "fingerprint", "get_bank", "init_table", "sound_digest", "wave_table"]
+           "fingerprint", "get_bank", "harmonic_counts", "init_table", "sound_digest", "wave_table"]

@@ -93,6 +93,35 @@ def test_uniform_studio_draws_follow_the_real_presets_rates():
     assert all(r[k] == 0.0 for r in raws for k in synced)
 
 
+def test_uniform_studio_draws_keep_something_to_play():
+    """Two ways a uniform studio draw fell silent: the EQ's high pass over its low pass, and
+    a spectral morph that takes harmonics away from a sine. Neither is drawn now; the bank
+    knows which of its tables are sines (and where, for the basic shapes)."""
+    bank = get_bank()
+    assert bank.sine_like(1, 0) and bank.sine_like(1, 40)  # basic shapes: the sine end
+    assert not bank.sine_like(1, 256) and not bank.sine_like(0, 0)  # its square; the init saw
+    assert bank.sine_like(bank.labels.index("GPLSine (IceRain.vital)"), 200)
+    sampler = Sampler(SamplerConfig(scope="studio", seed=5))
+    space = sampler.space
+    both_pass = sines = 0
+    for i in range(600):
+        s = sampler.sample(i)
+        raw = space.raw_from_patch(s.patch)
+        if raw["eq_low_mode"] == 1.0:
+            assert raw["eq_low_cutoff"] <= s.note + 36
+        if raw["eq_high_mode"] == 1.0:
+            assert raw["eq_high_cutoff"] >= s.note - 12
+        if raw["eq_low_mode"] == raw["eq_high_mode"] == 1.0:
+            both_pass += 1
+            assert raw["eq_high_cutoff"] >= raw["eq_low_cutoff"]
+        for n in (1, 2, 3):
+            p = f"osc_{n}_"
+            if bank.sine_like(int(raw[p + "wavetable"]), raw[p + "wave_frame"]):
+                sines += 1
+                assert raw[p + "spectral_morph_type"] not in (1, 2, 5, 6, 8), (i, n)
+    assert both_pass > 50 and sines > 100  # both rules were put to the test
+
+
 def test_a_studio_patch_exports_and_reimports_as_it_was():
     sampler = Sampler(SamplerConfig(scope="studio", seed=5))
     space = sampler.space
