@@ -145,7 +145,10 @@ def get_parser() -> argparse.ArgumentParser:
                                    "LFO shapes (Vital's triangle and standard shapes), each "
                                    "with every distinct one of a folder of real presets (named "
                                    "by preset, slot and sha256; the data stays in the presets, "
-                                   "read when first needed).")
+                                   "read when first needed). The wavetable manifest also "
+                                   "records how many harmonics each table plays at five "
+                                   "frames, measured through vita (the sampler keeps "
+                                   "harmonic-stripping morphs off sines).")
     p.add_argument("--presets", type=Path, required=True, help="folder of .vital presets")
     p.add_argument("--out-dir", type=Path, default=BANK_PATH.parent,
                    help="where wavetable_bank.json and lfo_shape_bank.json go (default "

@@ -182,6 +182,14 @@ def test_a_harvested_table_without_its_presets_folder_is_a_clear_error(tmp_path)
         bank.table(harvested.index)
 
 
+def test_a_bank_manifest_without_harmonic_counts_is_a_clear_error():
+    manifest = {k: v for k, v in get_bank().manifest.items() if k != "harmonics"}
+    bank = WavetableBank(manifest)
+    assert bank.id == get_bank().id  # the counts are not part of the bank's identity
+    with pytest.raises(BankError, match="no harmonic counts.*python -m synth bank"):
+        bank.sine_like(0, 0.0)
+
+
 def test_a_procedural_table_plays_the_harmonics_its_numbers_give():
     # slope 1, every harmonic, no formant, no comb: a saw, harmonic k at -20 log10(k) dB
     saw = Spectrum(slope=1.0, even=1.0, formant=4.0, width=1.0, boost_db=0.0, pulse=0.5,
