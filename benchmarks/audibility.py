@@ -58,8 +58,10 @@ def one_changes(raw: dict, space) -> dict[str, dict[str, float]]:
             for name, change in changes.items()}
 
 
-def explain(sampler: Sampler, ids: list[int], ceiling: float | None) -> dict[int, dict]:
-    """Per silent draw: its peak and the single changes that bring it over -50 dBFS."""
+def explain(sampler: Sampler, peaks: dict[int, float], ceiling: float | None
+            ) -> dict[int, dict]:
+    """Per silent draw (``peaks``: id -> the peak it rendered at): the single changes that
+    bring it over -50 dBFS."""
     space, renderer = sampler.space, Renderer(sampler.space)
 
     def peak_db(raw: dict, s) -> float:
@@ -68,7 +70,7 @@ def explain(sampler: Sampler, ids: list[int], ceiling: float | None) -> dict[int
         return round(20 * float(np.log10(max(r.peak, 1e-12))), 1)
 
     out = {}
-    for i in ids:
+    for i, peak in peaks.items():
         s = sampler.sample(i)
         raw = space.raw_from_patch(s.patch)
         found = {}
@@ -76,7 +78,8 @@ def explain(sampler: Sampler, ids: list[int], ceiling: float | None) -> dict[int
             db = peak_db({**raw, **change}, s)
             if db > AUDIBLE_DBFS:
                 found[name] = db
-        out[i] = {"note": s.note, "peak_dbfs": peak_db(raw, s), "audible_when": found}
+        out[i] = {"note": s.note, "peak_dbfs": round(20 * float(np.log10(max(peak, 1e-12))), 1),
+                  "audible_when": found}
     return out
 
 
@@ -123,8 +126,8 @@ def main() -> None:
         "seconds": round(seconds, 1),
     }
     if args.explain:
-        silent_ids = sorted(i for i, r, _ in results if r == "silent")
-        report["silent"] = explain(sampler, silent_ids, ceiling)
+        report["silent"] = explain(sampler, {i: p for i, r, p in sorted(results)
+                                             if r == "silent"}, ceiling)
         causes = collections.Counter(name.split(" ", 2)[-1] if name.startswith("osc ") else name
                                      for d in report["silent"].values()
                                      for name in d["audible_when"])

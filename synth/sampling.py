@@ -144,27 +144,31 @@ def _filters(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpac
         p = f"filter_{n}_"
         if not _has(space, p + "cutoff", p + "blend"):
             continue
-        blend = v[p + "blend"]
-        if blend < 1.0:
-            v[p + "cutoff"] = rng.uniform(max(8.0, pitch - 12.0), 136.0)
-        else:
-            v[p + "cutoff"] = rng.uniform(8.0, min(136.0, pitch + 36.0))
+        v[p + "cutoff"] = _cutoff(rng, pitch, high_pass=v[p + "blend"] >= 1.0)
         v[p + "drive"] = rng.uniform(0.0, 12.0)
 
 
+def _cutoff(rng: np.random.Generator, pitch: int, *, high_pass: bool) -> float:
+    """A cutoff (semitones, 8..136) that leaves ``pitch`` audible: a low pass's above the
+    note minus an octave, a high pass's below it plus three octaves."""
+    if high_pass:
+        return rng.uniform(8.0, min(136.0, pitch + 36.0))
+    return rng.uniform(max(8.0, pitch - 12.0), 136.0)
+
+
 def _eq(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace) -> None:
-    """The EQ's cut modes leave the note audible, as the filters' rule does: its low band
-    as a high pass (low mode 1) cuts at most three octaves over the note, its high band as
-    a low pass (high mode 1) at least an octave under it, and with both the low pass sits
-    above the high pass. Drawn over the whole range, the two crossed and silenced one EQ'd
-    studio draw in thirty (BENCHMARKS.md, "silent studio draws")."""
+    """The EQ's cut modes leave the note audible, by the filters' rule (:func:`_cutoff`):
+    its low band as a high pass (low mode 1), its high band as a low pass (high mode 1),
+    and with both the low pass sits above the high pass. Drawn over the whole range, the
+    two crossed and silenced one EQ'd studio draw in thirty (BENCHMARKS.md, "silent studio
+    draws")."""
     if not _has(space, "eq_low_mode", "eq_low_cutoff", "eq_high_mode", "eq_high_cutoff"):
         return
     high_pass, low_pass = v["eq_low_mode"] == 1.0, v["eq_high_mode"] == 1.0
     if high_pass:
-        v["eq_low_cutoff"] = rng.uniform(8.0, min(136.0, pitch + 36.0))
+        v["eq_low_cutoff"] = _cutoff(rng, pitch, high_pass=True)
     if low_pass:
-        v["eq_high_cutoff"] = rng.uniform(max(8.0, pitch - 12.0), 136.0)
+        v["eq_high_cutoff"] = _cutoff(rng, pitch, high_pass=False)
     if high_pass and low_pass and v["eq_high_cutoff"] < v["eq_low_cutoff"]:
         v["eq_low_cutoff"], v["eq_high_cutoff"] = v["eq_high_cutoff"], v["eq_low_cutoff"]
 

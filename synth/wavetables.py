@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import bisect
 import copy
 import functools
 import json
@@ -181,22 +182,22 @@ class WavetableBank(Bank):
         return fingerprint(json.dumps(table))
 
     @functools.cached_property
-    def _harmonics(self) -> list[list[int]]:
-        counts = self.manifest.get("harmonics", {}).get("counts")
-        if counts is None or len(counts) != len(self.entries):
+    def _harmonics(self) -> dict:
+        harmonics = self.manifest.get("harmonics", {})
+        if len(harmonics.get("counts", ())) != len(self.entries):
             raise BankError("the wavetable bank's manifest has no harmonic counts for its "
                             "tables; write it again with `python -m synth bank --presets "
                             "../shared/real-presets`")
-        return counts
+        return harmonics
 
     def sine_like(self, index: int, frame: float) -> bool:
         """Whether table ``index`` plays at most 2 harmonics (within 30 dB of the loudest)
-        around ``frame`` (0..256): at both fingerprint frames beside it. A spectral morph
-        that takes harmonics away can leave such a frame with nothing to play."""
-        counts = self._harmonics[index]
-        step = FINGERPRINT_FRAMES[1]
-        lo = min(int(frame) // step, len(counts) - 1)
-        hi = min(lo + (frame % step > 0), len(counts) - 1)
+        around ``frame`` (0..256): at both measured frames beside it (the manifest's
+        ``harmonics``). A spectral morph that takes harmonics away can leave such a frame
+        with nothing to play."""
+        frames, counts = self._harmonics["frames"], self._harmonics["counts"][index]
+        hi = min(bisect.bisect_left(frames, frame), len(frames) - 1)
+        lo = hi - 1 if hi > 0 and frames[hi] != frame else hi
         return max(counts[lo], counts[hi]) <= 2
 
 
