@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -211,10 +212,15 @@ def _effects(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpac
 
 
 @functools.cache
-def _route_rates() -> dict[tuple[str, str], float]:
-    prior = studio_prior()
-    return {(r["source"], r["destination"]): smoothed(r["rate"], prior["presets"])
-            for r in prior["vocabulary"]}
+def _route_rates() -> defaultdict[tuple[str, str], float]:
+    """Each route's rate of use in real presets (all that were counted, not only the
+    vocabulary: studio adds core's routes to it), smoothed; a route never counted at the
+    rate of a count of 0."""
+    prior, n = studio_prior(), studio_prior()["presets"]
+    rates = defaultdict(lambda: smoothed(0.0, n))
+    rates.update({(r["source"], r["destination"]): smoothed(r["presets"] / n, n)
+                  for r in prior["routes"]})
+    return rates
 
 
 def _volume(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace) -> None:

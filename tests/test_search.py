@@ -156,7 +156,7 @@ def test_a_studio_library_makes_a_core_network_answer_in_studio(checkpoint, tmp_
     shared = {p["name"]: p for p in alone.params if p["confidence"] is not None}
     core_names = {p.name for p in get_space("core").params}
     # the network's confidences for its own parameters, none for the studio-only ones
-    assert set(shared) == core_names - {"mod_lfo_1_to_osc_1_wave_frame"}
+    assert set(shared) == core_names
     found = matcher.match(clip, budget_seconds=3.0)
     assert found.search["winner"]["library_id"] == FIRST_ID + 4
     assert found.search["winner"]["source"] in ("retrieval", "refinement")

@@ -188,9 +188,13 @@ def test_moving_every_silent_knob_leaves_the_sound_as_it_was():
     moved[silent] = np.where(moved[silent] < 0.5, 1.0, 0.0)
     frame = patch.continuous.copy()
     frame[space.index["osc_1_wave_frame"]] = 1.0
-    clip = renderer.render(patch, 60).audio
-    distance = ClipDistance(clip)
-    again = distance(renderer.render(patch, 60).audio)
+    distance = ClipDistance(renderer.render(patch, 60).audio)
+
+    def heard(p: Patch) -> float:
+        """The mean distance of 8 renders: one render's moves by 0.05-0.15 (random phase)."""
+        return float(np.mean([distance(renderer.render(p, 60).audio) for _ in range(8)]))
+
+    again = heard(patch)
     assert silent.sum() > 30
-    assert distance(renderer.render(Patch(moved, patch.categorical), 60).audio) < again + 0.05
-    assert distance(renderer.render(Patch(frame, patch.categorical), 60).audio) > again + 1.0
+    assert heard(Patch(moved, patch.categorical)) < again + 0.05
+    assert heard(Patch(frame, patch.categorical)) > again + 1.0

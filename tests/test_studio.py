@@ -67,13 +67,15 @@ def test_the_studio_space_and_its_table():
     modules = {p.module for p in space.params}
     assert {"osc_3", "filter_2", "sample", "env_3", "lfo_2", "reverb", "chorus", "delay",
             "distortion", "eq", "compressor", "flanger", "phaser", "filter_fx"} <= modules
-    assert len(space.routes) == VOCABULARY_SIZE
-    assert [(r.source, r.destination) for r in space.routes] == [
-        (v["source"], v["destination"]) for v in studio_prior()["vocabulary"]]
+    # the routes real presets use most, then core's that are not among them
+    common = [(v["source"], v["destination"]) for v in studio_prior()["vocabulary"]]
+    routes = [(r.source, r.destination) for r in space.routes]
+    assert routes[:VOCABULARY_SIZE] == common
+    assert routes[VOCABULARY_SIZE:] == [("lfo_1", "osc_1_wave_frame")]
     out = subprocess.run([sys.executable, "-m", "synth", "space", "--scope", "studio"],
                          capture_output=True, text=True, check=True).stdout
     n = len(space.params)
-    assert f"= {n} parameters ({VOCABULARY_SIZE} of them modulation routes)" in out
+    assert f"= {n} parameters ({len(routes)} of them modulation routes)" in out
     assert "reverb_dry_wet" in out and "osc_3_level" in out
 
 
@@ -86,7 +88,9 @@ def test_uniform_studio_draws_follow_the_real_presets_rates():
         expected = smoothed(prior["effects_on"][effect], prior["presets"])
         assert rate == pytest.approx(expected, abs=0.06), effect
     used = np.mean([[r[route.name] != 0.0 for route in space.routes] for r in raws], axis=0)
-    expected = [smoothed(v["rate"], prior["presets"]) for v in prior["vocabulary"]]
+    counted = {(r["source"], r["destination"]): r["presets"] for r in prior["routes"]}
+    expected = [smoothed(counted[(r.source, r.destination)] / prior["presets"],
+                         prior["presets"]) for r in space.routes]
     assert np.abs(used - expected).max() < 0.07
     synced = [k for k in space.index if k.endswith("_sync")]
     assert {"lfo_1_sync", "lfo_2_sync", "delay_sync", "chorus_sync"} <= set(synced)
@@ -120,6 +124,34 @@ def test_uniform_studio_draws_keep_something_to_play():
                 sines += 1
                 assert raw[p + "spectral_morph_type"] not in (1, 2, 5, 6, 8), (i, n)
     assert both_pass > 50 and sines > 100  # both rules were put to the test
+
+
+def test_a_core_patch_plays_the_same_carried_into_studio():
+    """Studio holds every core parameter, core's routes included, so a core patch carried
+    into studio as any preset is (written onto the base preset and imported: a core
+    network's answer beside a studio library, a core answer given effects) keeps every value
+    and plays the same. Before, the LFO 1 -> oscillator 1 frame route was lost, and a core
+    patch that moved its wavetable played without the movement."""
+    from model.metrics import mrstft_distance
+
+    core, studio = get_space("core"), get_space("studio")
+    assert {p.name for p in core.params} <= set(studio.index)
+    # the base preset's sine, swept through the basic shapes by LFO 1
+    route = "mod_lfo_1_to_osc_1_wave_frame"
+    raw = core.default_raw() | {route: 0.8}
+    patch = core.patch_from_raw(raw)
+    lifted = import_preset(apply_patch(base_preset(), core, patch), studio, warn=False)
+    carried = studio.raw_from_patch(lifted)
+    for name, value in raw.items():
+        assert carried[name] == pytest.approx(value, abs=1e-4), name
+    a, b = Renderer(core), Renderer(studio)
+    here, again = a.render(patch, 60).audio, a.render(patch, 60).audio
+    there = b.render(lifted, 60).audio
+    still = b.render(studio.patch_from_raw(carried | {route: 0.0}), 60).audio
+    floor = mrstft_distance(again, here)
+    # the same sound within the render noise; without the route, audibly another
+    assert mrstft_distance(there, here) < floor + 0.1
+    assert mrstft_distance(still, here) > floor + 0.4
 
 
 def test_a_studio_patch_exports_and_reimports_as_it_was():
