@@ -122,7 +122,7 @@ def main() -> None:
     else:
         paths = sorted(args.presets.glob("*.vital"))[: args.limit or None]
     methods = ["retrieval"] + [f"budget {b:g}" if b else "point" for b in args.budgets]
-    rows, walls = {}, defaultdict(list)
+    rows, walls, rendered = {}, defaultdict(list), defaultdict(list)
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for path in paths:
@@ -150,6 +150,7 @@ def main() -> None:
                     walls[method].append(result.timings_ms["total"] / 1000)
                     if result.search and budget:
                         winners[method].append(result.search["winner"]["source"])
+                        rendered[method].append(result.search["rendered"])
             rows[name] = {k: round(float(np.mean(v)), 4) for k, v in runs.items()}
             rows[name]["winners"] = {k: Counter(v) for k, v in winners.items()}
             print(name, {k: v for k, v in rows[name].items() if k != "winners"}, flush=True)
@@ -169,6 +170,8 @@ def main() -> None:
               "median": median,
               "closer_than_retrieval_on": wins,
               "median_wall_s": {m: round(statistics.median(v), 3) for m, v in walls.items()},
+              # how much the machine rendered in the budget: runs on other days differ by it
+              "median_rendered": {m: statistics.median(v) for m, v in rendered.items()},
               "answer_from": {m: dict(v) for m, v in sources.items()},
               "per_preset": {k: {c: v for c, v in r.items() if c != "winners"}
                              for k, r in rows.items()}}
