@@ -216,7 +216,8 @@ def _route_rates() -> defaultdict[tuple[str, str], float]:
     """Each route's rate of use in real presets (all that were counted, not only the
     vocabulary: studio adds core's routes to it), smoothed; a route never counted at the
     rate of a count of 0."""
-    prior, n = studio_prior(), studio_prior()["presets"]
+    prior = studio_prior()
+    n = prior["presets"]
     rates = defaultdict(lambda: smoothed(0.0, n))
     rates.update({(r["source"], r["destination"]): smoothed(r["presets"] / n, n)
                   for r in prior["routes"]})
