@@ -214,6 +214,7 @@ def test_the_search_scores_its_answer_as_the_report_measures_it(checkpoint, libr
     found = matcher.match(tmp_path / "clip.wav", budget_seconds=2.0)
     assert found.level.source == "clip"
     winner = found.search["winner"]["distance"]
-    # the preview is another render (another random phase): equal up to that
-    assert winner == pytest.approx(found.distance["audio/mrstft"], abs=0.1), (
+    # the preview is another render (another random phase): equal up to that, which for
+    # this answer can reach 0.1 (2.768 against 2.665 in one CI run); the fault was 0.4
+    assert winner == pytest.approx(found.distance["audio/mrstft"], abs=0.2), (
         winner, found.distance)
