@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -192,7 +191,8 @@ def _routes(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace
     rates = _route_rates() if space.scope.real_rates else None
     for route in space.routes:
         # (core draws no coin: its samples stay what they were before studio existed)
-        used = rates is None or rng.random() < rates[(route.source, route.destination)]
+        used = rates is None or rng.random() < rates.get((route.source, route.destination),
+                                                         smoothed(0.0, studio_prior()["presets"]))
         v[route.name] = rng.uniform(-0.5, 0.5) if used else 0.0
 
 
@@ -212,16 +212,13 @@ def _effects(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpac
 
 
 @functools.cache
-def _route_rates() -> defaultdict[tuple[str, str], float]:
-    """Each route's rate of use in real presets (all that were counted, not only the
-    vocabulary: studio adds core's routes to it), smoothed; a route never counted at the
-    rate of a count of 0."""
+def _route_rates() -> dict[tuple[str, str], float]:
+    """Each route's rate of use in real presets, smoothed: every counted route, not only the
+    vocabulary's (studio adds core's routes to it). A route never counted is not in it."""
     prior = studio_prior()
     n = prior["presets"]
-    rates = defaultdict(lambda: smoothed(0.0, n))
-    rates.update({(r["source"], r["destination"]): smoothed(r["presets"] / n, n)
-                  for r in prior["routes"]})
-    return rates
+    return {(r["source"], r["destination"]): smoothed(r["presets"] / n, n)
+            for r in prior["routes"]}
 
 
 def _volume(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace) -> None:
