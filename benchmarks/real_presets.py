@@ -10,6 +10,10 @@ written to a WAV file at the level it plays at and matched the way a user's clip
 - ``point``: ``Matcher.match(budget_seconds=0)``, the network's answer alone;
 - ``budget B``: ``Matcher.match(budget_seconds=B)``, the search (``model.search``).
 
+In a scope with wavetable and LFO-shape banks (``studio``), the banks hold tables harvested
+from these very presets; a preset is matched with its own left out (``Matcher.leaving_out``:
+an answer that would use one gets the nearest other table), as the scope ceiling imports it.
+
 Each distance is the one the match report gives (auraloss's ``MultiResolutionSTFTLoss()``
 between the answer's preview, from its onset, and the clip as given): as it plays, and with
 its level set to the clip's. Per preset the mean over the repeats; medians over presets.
@@ -30,6 +34,7 @@ rendered at its own note), with no dataset on disk. The default model's training
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
@@ -64,7 +69,8 @@ def retrieval_alone(matcher: Matcher, path: Path):
     note = NoteChoice(int(lib.note[i]), "library", f0_midi(clip.audio, clip.sample_rate))
     search = {"budget_seconds": 0, "winner": {"source": "retrieval",
                                                "library_id": int(lib.id[i])}}
-    result = matcher.finish(clip, prediction, note, lib.patch(i), None, None, search)
+    patch = matcher.space.with_classes(lib.patch(i), matcher.left_out)
+    result = matcher.finish(clip, prediction, note, patch, None, None, search)
     result.timings_ms["total"] = 1000 * (time.perf_counter() - t0)
     return result
 
@@ -133,6 +139,8 @@ def main() -> None:
                 preset = load_preset(path)
                 target_of = again_of = lambda p=preset: target_renderer.render_preset(
                     p, 60).audio
+            leaving_out = (contextlib.nullcontext if args.validation
+                           else lambda p=preset: matcher.leaving_out(p))
             name = path if args.validation else path.stem
             runs = defaultdict(list)
             winners = defaultdict(list)
@@ -142,8 +150,9 @@ def main() -> None:
                 wav = Path(tmp) / f"{name}-{repeat}.wav"
                 sf.write(wav, target, render.sample_rate, subtype="FLOAT")
                 for method, budget in zip(methods, [None, *args.budgets], strict=True):
-                    result = (retrieval_alone(matcher, wav) if budget is None
-                              else matcher.match(wav, budget_seconds=budget))
+                    with leaving_out():
+                        result = (retrieval_alone(matcher, wav) if budget is None
+                                  else matcher.match(wav, budget_seconds=budget))
                     runs[method].append(result.distance["audio/mrstft"])
                     runs[f"{method} level-matched"].append(
                         result.distance["audio/mrstft_level_matched"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import dataclasses
 import json
 import logging
@@ -186,6 +187,8 @@ class Matcher:
         self._refiner = None
         self._modules = {p.name: p.module for p in self.space.params}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="matcher")
+        # bank classes no answer may use, each sent to another: set by ``leaving_out``
+        self.left_out: dict[int, np.ndarray] = {}
 
     @property
     def renderer(self) -> Renderer:
@@ -237,8 +240,24 @@ class Matcher:
         if self.space is not self.net_space:
             patches = [self.lift(patch) for patch in patches]
             confidence = np.where(self._net_index >= 0, confidence[:, self._net_index], np.nan)
+        patches = [self.space.with_classes(patch, self.left_out) for patch in patches]
         return [Prediction(patches[i], notes[i], float(note_probs[i, notes[i]]), confidence[i])
                 for i in range(b)]
+
+    @contextlib.contextmanager
+    def leaving_out(self, preset: Preset):
+        """Within: no answer uses a wavetable or LFO shape the banks hold only because
+        ``preset`` gave it; each is sent to the nearest other table of its bank
+        (``ParameterSpace.left_out_classes``), in the network's answer and in every library
+        entry the search proposes (the search moves no class). For measuring on a real
+        preset the banks harvested from, as the scope ceiling leaves its tables out
+        (``benchmarks/real_presets.py``). A matcher measuring this way answers one clip
+        at a time; in scopes without banks it changes nothing."""
+        self.left_out = self.space.left_out_classes(preset.digest)
+        try:
+            yield self
+        finally:
+            self.left_out = {}
 
     def lift(self, patch: Patch) -> Patch:
         """A patch of the network's space in the answer space: written onto the base
@@ -288,7 +307,8 @@ class Matcher:
         # answer is set to real presets' level, far from the clip's), at the clip's level
         # all the same, or the level gap would outweigh every difference in timbre.
         rank_dbfs = level.target_dbfs if level.source == "clip" else level.clip_dbfs
-        found = self.searcher().run(clip.audio, point, f0, budget_seconds, rank_dbfs, given)
+        found = self.searcher().run(clip.audio, point, f0, budget_seconds, rank_dbfs, given,
+                                    self.left_out)
         best = found.best
         if best.library_id is not None:  # the note was chosen for the entry, from the f0
             note = NoteChoice(best.note, "f0" if f0 is not None else "library", f0)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,13 +126,14 @@ class Search:
         return prepare
 
     def propose(self, clip: np.ndarray, point: Candidate, f0: float | None,
-                k: int) -> list[Candidate]:
+                k: int, left_out: Mapping[int, np.ndarray] | None = None) -> list[Candidate]:
         """The point answer, then the library's ``k`` nearest entries (nearest first), each
         at the note it was rendered at (the embedding hears pitch, so a near entry sounds
         near at its own note) and, where it differs, at the note that puts the entry's
         pitch on the clip's f0. An f0 estimate of a noisy or detuned sound can be far off,
         and so can an entry's note for a clip between the notes it holds: rendering both
-        lets the ear decide."""
+        lets the ear decide. ``left_out``: bank classes the entries may not use, each sent
+        to another (``ParameterSpace.left_out_classes``)."""
         out = [point]
         if self.library is None or k <= 0:
             return out
@@ -139,7 +141,8 @@ class Search:
             query = embed(self.frontend, clip[None])[0]
         idx, _ = self.library.nearest(query, k)
         for i in idx:
-            patch, entry = self.library.patch(int(i)), int(self.library.id[i])
+            patch = ParameterSpace.with_classes(self.library.patch(int(i)), left_out or {})
+            entry = int(self.library.id[i])
             notes = [int(self.library.note[i])]
             if f0 is not None:
                 notes.append(int(np.clip(round(f0 - self.space.pitch_offset(patch)), 0, 127)))
@@ -148,11 +151,13 @@ class Search:
         return out
 
     def run(self, clip: np.ndarray, point: Candidate, f0: float | None, budget: float,
-            level_dbfs: float = -35.0, given: np.ndarray | None = None) -> SearchResult:
+            level_dbfs: float = -35.0, given: np.ndarray | None = None,
+            left_out: Mapping[int, np.ndarray] | None = None) -> SearchResult:
         """Search for up to ``budget`` seconds for the patch closest to ``clip`` (prepared,
         as ``Clip.audio``: the library is asked with it), compared with the clip ``given``
         (the clip at its own level, ``Matcher.given``; default ``clip``), the answer to be
-        set to ``level_dbfs`` (``model.level.choose_level``, in the given clip's scale)."""
+        set to ``level_dbfs`` (``model.level.choose_level``, in the given clip's scale);
+        ``left_out``: as ``propose``'s (``Matcher.leaving_out``)."""
         t0 = time.perf_counter()
         if budget <= 0:
             return SearchResult(point, 0, 0.0)
@@ -166,7 +171,7 @@ class Search:
         target = ClipDistance(clip if given is None else given)
         heard = self.heard(level_dbfs)
         # nearest first: whatever the ranking phase has time for, it renders the most likely
-        candidates = self.propose(clip, point, f0, self.max_candidates // 2)[
+        candidates = self.propose(clip, point, f0, self.max_candidates // 2, left_out)[
             : self.max_candidates]
 
         took: list[float] = []  # seconds per candidate scored so far

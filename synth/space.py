@@ -317,6 +317,36 @@ class ParameterSpace:
         return {(p.bank, p.slot): int(patch.categorical[self.index[p.name] - k])
                 for p in self.categorical if p.bank}
 
+    def left_out_classes(self, preset_digest: str) -> dict[int, np.ndarray]:
+        """For measuring on a preset whose tables the banks harvested (leave one out, as
+        ``import_preset(..., leave_out=True)``): per bank choice the preset gave a table only
+        it uses, the choice's column in ``Patch.categorical`` and a lookup sending each of
+        those classes to the nearest other table of the bank, every other class to itself.
+        Empty when the preset gave the banks nothing (and in scopes without banks)."""
+        k, out = len(self.continuous), {}
+        for p in self.categorical:
+            if not p.bank:
+                continue
+            bank = self.banks[p.bank]
+            gone = bank.left_out(preset_digest)
+            if gone:
+                lookup = np.arange(len(bank))
+                for c in sorted(gone):
+                    lookup[c] = bank.nearest(bank.table(c), exclude=gone)
+                out[self.index[p.name] - k] = lookup
+        return out
+
+    @staticmethod
+    def with_classes(patch: Patch, lookups: Mapping[int, np.ndarray]) -> Patch:
+        """``patch`` with each categorical column in ``lookups`` sent through its lookup
+        (``left_out_classes``); the patch itself when there is none."""
+        if not lookups:
+            return patch
+        classes = patch.categorical.copy()
+        for column, lookup in lookups.items():
+            classes[column] = lookup[classes[column]]
+        return Patch(patch.continuous, classes)
+
     def wavetables(self, patch: Patch) -> dict[int, int]:
         """Each oscillator's wavetable class in ``patch`` (empty for scopes without)."""
         return {slot: i for (key, slot), i in self.choices(patch).items() if key == "wavetables"}

@@ -18,6 +18,7 @@ from model.features import FeatureConfig, LogMel
 from model.level import active_rms_dbfs
 from model.library import Library, LibraryError, embed, embed_clips
 from model.match import Matcher
+from model.search import Candidate
 from synth import Renderer, Sampler, SamplerConfig, get_space
 from synth.preset import import_preset, load_preset
 
@@ -165,6 +166,41 @@ def test_a_studio_library_makes_a_core_network_answer_in_studio(checkpoint, tmp_
     again = import_preset(found.preset, studio)
     np.testing.assert_array_equal(again.categorical, found.patch.categorical)
     np.testing.assert_allclose(again.continuous, found.patch.continuous, atol=1e-6)
+
+
+def test_measured_on_a_real_preset_no_answer_uses_its_own_tables(checkpoint, real_presets,
+                                                                  tmp_path):
+    """``benchmarks/real_presets.py`` matches each real preset with the tables the banks
+    hold only because of it left out (``Matcher.leaving_out``): a library entry the search
+    proposes and the network's answer get the nearest other table instead."""
+    path, samples = _library(tmp_path, "studio", 3)
+    studio = get_space("studio")
+    preset = load_preset(next(p for p in real_presets if p.stem == "IceRain"))
+    gone = sorted(studio.banks["wavetables"].left_out(preset.digest))
+    column = studio.index["osc_1_wavetable"] - len(studio.continuous)
+    lib = Library.load(path)
+    lib.categorical[:, column] = gone[0]  # every entry plays one of the preset's tables
+    lib.save(path)
+    matcher = Matcher(checkpoint, mc_passes=2, library=path)
+    wav = _clip(samples, 1, tmp_path, scope="studio")
+    clip = matcher.load(wav)
+    point = Candidate(matcher.predict([clip.audio])[0].patch, 60, "point")
+    search = matcher.searcher()
+    assert [c.patch.categorical[column] for c in search.propose(clip.audio, point, None, 3)[1:]
+            ] == [gone[0]] * 3
+    took = studio.left_out_classes(preset.digest)[column][gone[0]]
+    assert took not in gone
+    with matcher.leaving_out(preset):
+        proposed = search.propose(clip.audio, point, None, 3, matcher.left_out)[1:]
+        assert [c.patch.categorical[column] for c in proposed] == [took] * 3
+        answer = matcher.match(wav, budget_seconds=0.5)
+        assert answer.patch.categorical[column] not in gone
+    assert matcher.left_out == {}  # only within
+    # the network's answer goes through the same lookups
+    size = len(studio.banks["wavetables"])
+    other = (int(matcher.predict([clip.audio])[0].patch.categorical[column]) + 1) % size
+    matcher.left_out = {column: np.full(size, other)}
+    assert matcher.predict([clip.audio])[0].patch.categorical[column] == other
 
 
 def test_without_a_library_the_search_refines_the_networks_answer(library, tmp_path):

@@ -260,6 +260,36 @@ def test_import_takes_the_presets_own_table_or_else_the_nearest(real_presets):
     assert fingerprint_distance(a, b) < 0.5 * far
 
 
+def test_a_presets_own_tables_are_left_out_of_an_answer_as_import_leaves_them(real_presets):
+    """Measuring a matcher on a real preset: a patch may not use the tables the banks hold
+    only because that preset gave them; each goes to the table a leave-one-out import of it
+    takes, and nothing else changes."""
+    from synth import load_preset
+
+    space, bank = get_space("studio"), get_bank()
+    preset = load_preset(next(p for p in real_presets if p.stem == "IceRain"))
+    lookups = space.left_out_classes(preset.digest)
+    gone = bank.left_out(preset.digest)
+    columns = {space.categorical[c].name for c in lookups}
+    assert columns >= {"osc_1_wavetable", "osc_2_wavetable", "osc_3_wavetable"}
+    own = space.wavetables(import_preset(preset, space))
+    loo = space.wavetables(import_preset(preset, space, leave_out=True))
+    uses = space.default_patch()
+    k = len(space.continuous)
+    for slot, cls in own.items():  # the preset's own tables, then left out
+        uses.categorical[space.index[f"osc_{slot}_wavetable"] - k] = cls
+    answer = space.with_classes(uses, lookups)
+    assert space.wavetables(answer) == loo
+    assert not set(space.wavetables(answer).values()) & gone
+    changed = np.flatnonzero(answer.categorical != uses.categorical)
+    assert {space.categorical[c].name for c in changed} <= columns
+    np.testing.assert_array_equal(answer.continuous, uses.continuous)
+    # a preset that gave the banks nothing, and a scope without banks: nothing left out
+    shared = load_preset(next(p for p in real_presets if p.stem == "UmbraLead"))
+    assert space.left_out_classes(shared.digest) == {}
+    assert get_space("core").left_out_classes(preset.digest) == {}
+
+
 def test_an_exported_studio_patch_plays_its_procedural_and_harvested_tables():
     space, bank = get_space("studio"), get_bank()
     sampler = Sampler(SamplerConfig(scope="studio", seed=11))
