@@ -40,7 +40,9 @@ def main() -> None:
     emb = torch.from_numpy(lib.embedding.astype(np.float32))
     near = rest[torch.cdist(emb[test], emb[rest]).argmin(1).numpy()]
     rand = np.random.default_rng(0).choice(rest, len(test))
-    cont, cat = lib.continuous.astype(np.float64), lib.categorical.astype(np.int64)
+    patches = [lib.patch(i) for i in range(n)]  # stored or drawn again
+    cont = np.stack([q.continuous for q in patches])
+    cat = np.stack([q.categorical for q in patches]).astype(np.int64)
     common = np.array([np.bincount(cat[rest, j]).argmax() for j in range(cat.shape[1])])
 
     def compare(other_cont: np.ndarray, other_cat: np.ndarray) -> dict:

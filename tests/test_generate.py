@@ -270,13 +270,15 @@ def test_s3_round_trip(ray_local, tmp_path):
 
 
 def test_a_library_is_built_from_a_dataset_on_the_command_line(ray_local, tmp_path):
-    """``python -m model.library``: every valid row, in id order, its patch kept, and its
-    own audio (any level) found first; a studio dataset embedded with the shipped core
-    model's features (the matcher lifts the network's answers into the library's scope)."""
+    """``python -m model.library``: every valid row, in id order, its patch drawn again
+    exactly as the row holds it (or stored, on request), and its own audio (any level)
+    found first; a studio dataset embedded with the shipped core model's features (the
+    matcher lifts the network's answers into the library's scope). A library whose patches
+    this synthmatch's sampler would draw otherwise is refused on load."""
     import torch
 
     from model.features import FeatureConfig, LogMel
-    from model.library import Library, embed_clips
+    from model.library import Library, LibraryError, embed_clips
 
     out = tmp_path / "ds"
     generate(_cfg(12, rows_per_file=4, num_renderers=2, block_rows=4,
@@ -289,12 +291,29 @@ def test_a_library_is_built_from_a_dataset_on_the_command_line(ray_local, tmp_pa
     lib, table = Library.load(tmp_path / "lib.npz"), _table(out)
     assert list(lib.id) == table.column("id").to_pylist() == list(range(12))
     assert lib.header["source"]["dataset"] == str(out) and lib.header["source"]["rows"] == 12
-    np.testing.assert_allclose(lib.continuous.astype(np.float32),
-                               np.array(table.column("continuous").to_pylist()), atol=1e-3)
-    np.testing.assert_array_equal(lib.categorical, table.column("categorical").to_pylist())
+    assert lib.drawn and lib.continuous is None  # ids, draws and volumes: no patches kept
+    rows = table.to_pylist()
+    for i, row in enumerate(rows):
+        np.testing.assert_allclose(lib.patch(i).continuous, row["continuous"], rtol=0,
+                                   atol=1e-6)
+        np.testing.assert_array_equal(lib.patch(i).categorical, row["categorical"])
     assert list(lib.note) == table.column("note").to_pylist()
+    stored = subprocess.run([sys.executable, "-m", "model.library", "--data", str(out),
+                             "--out", str(tmp_path / "stored.npz"), "--patches", "stored"],
+                            capture_output=True, text=True, timeout=300)
+    assert stored.returncode == 0, stored.stderr[-2000:]
+    kept = Library.load(tmp_path / "stored.npz")
+    assert not kept.drawn
+    for i, row in enumerate(rows):
+        np.testing.assert_allclose(kept.patch(i).continuous, row["continuous"], atol=1e-3)
+        np.testing.assert_array_equal(kept.patch(i).categorical, row["categorical"])
+    # a sampler that draws a witness otherwise (another synthmatch) is refused on load
+    lib.header["witnesses"][1]["continuous"][0] += 0.01
+    lib.save(tmp_path / "other.npz")
+    with pytest.raises(LibraryError, match="draws entry 1 otherwise"):
+        Library.load(tmp_path / "other.npz")
     frontend = LogMel(FeatureConfig())
-    for i, row in enumerate(table.to_pylist()):
+    for i, row in enumerate(rows):
         audio = decode_flac(row["audio"])[0] * np.float32(0.1 if i % 2 else 3.0)
         idx, _ = lib.nearest(torch.from_numpy(embed_clips(frontend, [audio])[0]
                                               .astype(np.float32)), 1)
