@@ -24,7 +24,7 @@ front end of the checkpoint, pooled:
     mean over mels per frame  --mean over 32 equal spans------> 32           (loudness contour)
 
 288 numbers for 64 mels, stored as float16 (576 bytes an entry; 30,000 core entries are
-about 20 MB with their patches stored, 18 MB drawn). Search is brute force
+about 22 MB with their patches stored, 18 MB drawn). Search is brute force
 (``torch.cdist``): about 5 ms for 30,000 entries on one core; an approximate index (faiss,
 usearch) pays off only past a few million.
 
