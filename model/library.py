@@ -108,7 +108,11 @@ def _sampler_of(config: dict | None) -> Sampler:
     if not config or config.get("perturb_fraction", 0.0) > 0.0:
         raise LibraryError("a library's patches can be drawn again only from a sampler of "
                            f"uniform draws; this dataset's sampler is {config}")
-    return Sampler(SamplerConfig(**{**config, "seed_presets": []}))  # uniform: none used
+    try:
+        return Sampler(SamplerConfig(**{**config, "seed_presets": []}))  # uniform: none used
+    except (TypeError, ValueError) as exc:  # a sampler config of another synthmatch version
+        raise LibraryError(f"cannot make the sampler that drew this library ({exc}); build "
+                           "it again with python -m model.library") from None
 
 
 @dataclass

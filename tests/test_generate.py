@@ -312,6 +312,10 @@ def test_a_library_is_built_from_a_dataset_on_the_command_line(ray_local, tmp_pa
     lib.save(tmp_path / "other.npz")
     with pytest.raises(LibraryError, match="draws entry 1 otherwise"):
         Library.load(tmp_path / "other.npz")
+    lib.header["source"]["sampler"]["colour"] = "red"  # a sampler of a later synthmatch
+    lib.save(tmp_path / "newer.npz")
+    with pytest.raises(LibraryError, match="cannot make the sampler that drew this library"):
+        Library.load(tmp_path / "newer.npz")
     frontend = LogMel(FeatureConfig())
     for i, row in enumerate(rows):
         audio = decode_flac(row["audio"])[0] * np.float32(0.1 if i % 2 else 3.0)
