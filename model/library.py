@@ -98,6 +98,13 @@ def _header(space: ParameterSpace, features: FeatureConfig, source: dict,
             "made": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
 
+def _same(patch: Patch, continuous, categorical) -> bool:
+    """Whether ``patch`` is the row (or witness) ``continuous``, ``categorical`` (float32
+    storage: within 1e-6)."""
+    return (np.array_equal(patch.categorical, categorical)
+            and np.allclose(patch.continuous, continuous, rtol=0, atol=1e-6))
+
+
 def _small(classes: np.ndarray) -> np.ndarray:
     return classes.astype(np.uint8 if classes.max(initial=0) < 256 else np.int16)
 
@@ -137,7 +144,7 @@ class Library:
         self._sampler: Sampler | None = None
         if self.drawn:
             self._sampler = _sampler_of(self.header["source"].get("sampler"))
-            self._volume = [p.name for p in self._sampler.space.continuous].index("volume")
+            self._volume = self._sampler.space.index["volume"]  # continuous come first
 
     @property
     def drawn(self) -> bool:
@@ -158,10 +165,14 @@ class Library:
         if not self.drawn:
             return Patch(self.continuous[i].astype(np.float64),
                          self.categorical[i].astype(np.int64))
-        drawn = self._sampler.sample(int(self.id[i]), int(self.attempt[i])).patch
-        continuous = drawn.continuous.copy()
+        return self._draw(i)[0]
+
+    def _draw(self, i: int) -> tuple[Patch, int]:
+        """Entry ``i`` drawn again: its patch (with the volume the job set) and note."""
+        sample = self._sampler.sample(int(self.id[i]), int(self.attempt[i]))
+        continuous = sample.patch.continuous.copy()
         continuous[self._volume] = float(self.volume[i])
-        return Patch(continuous, drawn.categorical)
+        return Patch(continuous, sample.patch.categorical), sample.note
 
     def check_witnesses(self, what: str) -> None:
         """Refuse a drawn library whose witnesses this synthmatch's sampler draws otherwise."""
@@ -169,9 +180,7 @@ class Library:
             i = int(np.searchsorted(self.id, w["id"]))
             if i >= len(self.id) or self.id[i] != w["id"]:
                 raise LibraryError(f"{what}: witness entry {w['id']} is not in the library")
-            got = self.patch(i)
-            if (not np.array_equal(got.categorical, w["categorical"])
-                    or not np.allclose(got.continuous, w["continuous"], rtol=0, atol=1e-6)):
+            if not _same(self.patch(i), w["continuous"], w["categorical"]):
                 raise LibraryError(
                     f"{what}: its patches are drawn again from the sampler, and this "
                     f"synthmatch's sampler draws entry {w['id']} otherwise than the one that "
@@ -221,9 +230,9 @@ class Library:
                 names = (("attempt", "volume") if header.get("patches") == "drawn"
                          else ("continuous", "categorical"))
                 arrays = {k: z[k] for k in ("embedding", "note", "id", *names)}
+        except LibraryError:
+            raise
         except (OSError, KeyError, ValueError) as exc:
-            if isinstance(exc, LibraryError):
-                raise
             raise LibraryError(f"{path}: not a synthmatch library ({exc})") from None
         library = cls(header=header, **arrays)
         library.check_witnesses(str(path))
@@ -304,7 +313,7 @@ class Library:
         if patches == "stored":
             return cls(header=header, continuous=rows.continuous.astype(np.float16),
                        categorical=_small(rows.categorical), **arrays)
-        volume = [p.name for p in space.continuous].index("volume")
+        volume = space.index["volume"]  # continuous parameters come first
         header["witnesses"] = [{"id": int(arrays["id"][i]),
                                 "continuous": rows.continuous[i].tolist(),
                                 "categorical": rows.categorical[i].tolist()}
@@ -312,11 +321,8 @@ class Library:
         library = cls(header=header, attempt=attempt.astype(np.uint8),
                       volume=rows.continuous[:, volume].astype(np.float32), **arrays)
         for i in range(len(library)):  # every patch drawn again is the row's
-            got = library.patch(i)
-            if (not np.array_equal(got.categorical, rows.categorical[i])
-                    or not np.allclose(got.continuous, rows.continuous[i], rtol=0, atol=1e-6)
-                    or library.note[i] != library._sampler.sample(
-                        int(library.id[i]), int(attempt[i])).note):
+            patch, note = library._draw(i)
+            if not _same(patch, rows.continuous[i], rows.categorical[i]) or note != library.note[i]:
                 raise LibraryError(
                     f"{data}: row {library.id[i]} is not the patch this synthmatch's sampler "
                     "draws for it (a dataset made by another version); build with "

@@ -189,10 +189,10 @@ def _routes(v: dict, rng: np.random.Generator, pitch: int, space: ParameterSpace
     drawn at real presets' rates, each route is used (amount not 0) as often as real
     presets use it."""
     rates = _route_rates() if space.scope.real_rates else None
+    unseen = smoothed(0.0, studio_prior()["presets"]) if rates else 0.0  # a route never counted
     for route in space.routes:
         # (core draws no coin: its samples stay what they were before studio existed)
-        used = rates is None or rng.random() < rates.get((route.source, route.destination),
-                                                         smoothed(0.0, studio_prior()["presets"]))
+        used = rates is None or rng.random() < rates.get((route.source, route.destination), unseen)
         v[route.name] = rng.uniform(-0.5, 0.5) if used else 0.0
 
 

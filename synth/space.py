@@ -323,18 +323,16 @@ class ParameterSpace:
         it uses, the choice's column in ``Patch.categorical`` and a lookup sending each of
         those classes to the nearest other table of the bank, every other class to itself.
         Empty when the preset gave the banks nothing (and in scopes without banks)."""
-        k, out = len(self.continuous), {}
-        for p in self.categorical:
-            if not p.bank:
-                continue
-            bank = self.banks[p.bank]
+        lookups = {}  # per bank: its slots share it
+        for key, bank in self.banks.items():
             gone = bank.left_out(preset_digest)
             if gone:
-                lookup = np.arange(len(bank))
+                lookups[key] = np.arange(len(bank))
                 for c in sorted(gone):
-                    lookup[c] = bank.nearest(bank.table(c), exclude=gone)
-                out[self.index[p.name] - k] = lookup
-        return out
+                    lookups[key][c] = bank.nearest(bank.table(c), exclude=gone)
+        k = len(self.continuous)
+        return {self.index[p.name] - k: lookups[p.bank] for p in self.categorical
+                if p.bank in lookups}
 
     @staticmethod
     def with_classes(patch: Patch, lookups: Mapping[int, np.ndarray]) -> Patch:
