@@ -50,6 +50,7 @@ from model.metrics import mrstft_distance
 from model.search import DEFAULT_BUDGET_SECONDS, MAX_BUDGET_SECONDS, Candidate, Search
 from model.tutorial import Tutorial, write_tutorial
 from synth.audio import write_wav
+from synth.bank import PRESETS_ENV
 from synth.base import base_preset
 from synth.cli import error
 from synth.controls import display_text
@@ -187,8 +188,20 @@ class Matcher:
         self._refiner = None
         self._modules = {p.name: p.module for p in self.space.params}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="matcher")
-        # bank classes no answer may use, each sent to another: set by ``leaving_out``
-        self.left_out: dict[int, np.ndarray] = {}
+        # bank tables this machine cannot read (no real presets folder): every answer plays
+        # each one's built-in stand-in instead
+        self.stand_ins = self.space.stand_in_classes()
+        if self.stand_ins:
+            unread = {key: len(bank.unreadable()) for key, bank in self.space.banks.items()}
+            log.warning("the real presets folder %s is absent: %s harvested from it cannot be "
+                        "read, so answers play the nearest built-in table in their place; set "
+                        "%s to that folder (../shared/real-presets) for them",
+                        next(iter(self.space.banks.values())).presets,
+                        " and ".join(f"{n} {key}" for key, n in unread.items() if n),
+                        PRESETS_ENV)
+        # bank classes no answer may use, each sent to another: the stand-ins, and within
+        # ``leaving_out`` a preset's own tables
+        self.left_out: dict[int, np.ndarray] = self.stand_ins
 
     @property
     def renderer(self) -> Renderer:
@@ -253,11 +266,12 @@ class Matcher:
         preset the banks harvested from, as the scope ceiling leaves its tables out
         (``benchmarks/real_presets.py``). A matcher measuring this way answers one clip
         at a time; in scopes without banks it changes nothing."""
-        self.left_out = self.space.left_out_classes(preset.digest)
+        self.left_out = self.space.then_classes(self.space.left_out_classes(preset.digest),
+                                                self.stand_ins)
         try:
             yield self
         finally:
-            self.left_out = {}
+            self.left_out = self.stand_ins
 
     def lift(self, patch: Patch) -> Patch:
         """A patch of the network's space in the answer space: written onto the base

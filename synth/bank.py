@@ -12,7 +12,10 @@ by a driver that read it (:meth:`Bank.resolved` / :meth:`Bank.with_tables`).
 
 Import takes a preset's own table when the bank has it (the same :func:`sound_digest`),
 else the nearest by the bank's fingerprint distance; ``left_out`` names the tables only one
-preset contributed, for leave-one-out measurements.
+preset contributed, for leave-one-out measurements. Where the presets folder is absent (a
+user who has not fetched the presets), each harvested table that cannot be read has a
+*stand-in*, its nearest built-in table, named in the manifest (:func:`stand_ins`) so that
+no table need be read to know it.
 """
 
 from __future__ import annotations
@@ -170,6 +173,23 @@ class Bank:
             bank._tables[i] = t
         return bank
 
+    def unreadable(self) -> frozenset[int]:
+        """The harvested tables that cannot be read here: neither given
+        (:meth:`with_tables`) nor read yet, and their preset is not in the presets folder."""
+        return frozenset(e.index for e in self.entries if e.kind == "harvested"
+                         and e.index not in self._tables
+                         and not (self.presets / e.sources[0]["preset"]).is_file())
+
+    def stand_in(self, index: int) -> int:
+        """The built-in table that plays for harvested table ``index`` where it cannot be
+        read (the manifest's ``stand_ins``, :func:`stand_ins`)."""
+        known = self.manifest.get("stand_ins")
+        if known is None:
+            raise BankError(f"this {self.format} manifest names no built-in stand-ins for its "
+                            "harvested tables; write it again with `python -m synth bank "
+                            "--presets ../shared/real-presets`")
+        return int(known[str(index)])
+
     # -- choosing -----------------------------------------------------------------------
     def find(self, table: dict) -> int | None:
         """The class index of ``table`` when the bank has it (same sound), else None."""
@@ -220,6 +240,14 @@ def harvest_entries(bank: type[Bank], builtin: list[dict], paths: list[Path],
                 known[digest]["sources"].append({"preset": path.name, "sha256": file_sha,
                                                  "digest": preset.digest, "slot": slot})
     return entries
+
+
+def stand_ins(bank: Bank) -> dict[str, int]:
+    """Each harvested table's nearest built-in table (the bank's fingerprint distance),
+    by index: what plays for it where the presets folder is absent. Kept in the manifest
+    beside ``entries``, not in them (their hash is the bank's id): it follows from them."""
+    harvested = frozenset(e.index for e in bank.entries if e.kind == "harvested")
+    return {str(i): bank.nearest(bank.table(i), exclude=harvested) for i in sorted(harvested)}
 
 
 def load_manifest(path: Path) -> dict:

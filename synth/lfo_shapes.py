@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import vita
 
-from synth.bank import VERSION, Bank, Entry, harvest_entries, load_manifest, sound_digest
+from synth.bank import VERSION, Bank, Entry, harvest_entries, load_manifest, sound_digest, stand_ins
 
 LFO_BANK_PATH = Path(__file__).resolve().parent / "data" / "lfo_shape_bank.json"
 FORMAT = "synthmatch-lfo-shape-bank"
@@ -102,8 +102,11 @@ def build_lfo_manifest(paths: list[Path], credit: str = "") -> dict:
     builtin += [{"name": name, "kind": "basic",
                  "digest": sound_digest(line_shape(name, pts, pw, sm), _SOUND_KEYS)}
                 for name, pts, pw, sm in _STANDARD]
-    return {"format": FORMAT, "version": VERSION, "credit": credit,
-            "entries": harvest_entries(LfoShapeBank, builtin, paths, slots=8)}
+    manifest = {"format": FORMAT, "version": VERSION, "credit": credit,
+                "entries": harvest_entries(LfoShapeBank, builtin, paths, slots=8)}
+    manifest["stand_ins"] = stand_ins(LfoShapeBank(manifest,
+                                                   presets=paths[0].parent if paths else None))
+    return manifest
 
 
 @functools.cache

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import vita
 
-from synth.bank import VERSION, Bank, BankError, Entry, harvest_entries, load_manifest
+from synth.bank import VERSION, Bank, BankError, Entry, harvest_entries, load_manifest, stand_ins
 from synth.bank import sound_digest as _sound_digest
 
 BANK_PATH = Path(__file__).resolve().parent / "data" / "wavetable_bank.json"
@@ -282,6 +282,7 @@ def build_manifest(paths: list[Path], credit: str = "") -> dict:
     manifest["harmonics"] = {"frames": list(FINGERPRINT_FRAMES), "within_db": AUDIBLE_HARMONIC_DB,
                              "counts": [harmonic_counts(bank.fingerprint(bank.table(i)))
                                         for i in range(len(bank))]}
+    manifest["stand_ins"] = stand_ins(bank)
     return manifest
 
 

@@ -5,6 +5,7 @@ by retrieval and ranking, not by the network: what these tests check.
 """
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -201,6 +202,40 @@ def test_measured_on_a_real_preset_no_answer_uses_its_own_tables(checkpoint, rea
     other = (int(matcher.predict([clip.audio])[0].patch.categorical[column]) + 1) % size
     matcher.left_out = {column: np.full(size, other)}
     assert matcher.predict([clip.audio])[0].patch.categorical[column] == other
+
+
+def test_without_the_real_presets_answers_play_built_in_stand_ins(checkpoint, tmp_path):
+    """A user without ../shared/real-presets cannot play the tables the banks harvested from
+    it: the matcher says so, and every answer plays each one's built-in stand-in (the bank
+    manifest's), library entries and the network's answer alike, instead of failing."""
+    path, samples = _library(tmp_path, "studio", 3)
+    studio = get_space("studio")
+    bank = studio.banks["wavetables"]
+    harvested = next(e.index for e in bank.entries if e.kind == "harvested")
+    column = studio.index["osc_1_wavetable"] - len(studio.continuous)
+    lib = Library.load(path)
+    lib.categorical[:, column] = harvested  # every entry plays a harvested table
+    lib.save(path)
+    wav = _clip(samples, 1, tmp_path, scope="studio")
+    (tmp_path / "no-presets").mkdir()
+    run = subprocess.run(
+        [sys.executable, "-m", "model.match", str(wav), "-o", str(tmp_path / "m.vital"),
+         "--checkpoint", str(checkpoint), "--library", str(path), "--budget", "1",
+         "--json", str(tmp_path / "m.json")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "SYNTHMATCH_PRESETS": str(tmp_path / "no-presets")})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "no-presets is absent" in run.stderr and "SYNTHMATCH_PRESETS" in run.stderr
+    answer = import_preset(load_preset(tmp_path / "m.vital"), studio, warn=False)
+    kinds = {studio.banks[p.bank].entries[int(answer.categorical[studio.index[p.name]
+                                                                   - len(studio.continuous)])].kind
+             for p in studio.categorical if p.bank}
+    assert "harvested" not in kinds
+    # the answer is the entry the clip was rendered from, its table replaced by the stand-in
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["search"]["winner"]["library_id"] == FIRST_ID + 1
+    assert answer.categorical[column] == bank.stand_in(harvested)
+    assert studio.stand_in_classes() == {}  # here the folder is present: nothing stands in
 
 
 def test_without_a_library_the_search_refines_the_networks_answer(library, tmp_path):

@@ -20,7 +20,13 @@ from synth import (
     parse_preset,
 )
 from synth.bank import BankError
-from synth.lfo_shapes import LFO_BANK_PATH, get_lfo_bank, line_shape, shape_curve
+from synth.lfo_shapes import (
+    LFO_BANK_PATH,
+    LfoShapeBank,
+    get_lfo_bank,
+    line_shape,
+    shape_curve,
+)
 from synth.preset import dropped_routes
 from synth.prior import PRIOR_PATH, VOCABULARY_SIZE, count, smoothed, studio_prior
 from synth.wavetables import (
@@ -212,6 +218,17 @@ def test_a_harvested_table_without_its_presets_folder_is_a_clear_error(tmp_path)
     assert bank.table(0)["name"] == "Init"  # built in code: needs no folder
     with pytest.raises(BankError, match=f"{harvested.sources[0]['preset']}.*SYNTHMATCH_PRESETS"):
         bank.table(harvested.index)
+    # what an answer plays instead (Matcher): each harvested table's built-in stand-in
+    for b in (bank, LfoShapeBank(get_lfo_bank().manifest, presets=tmp_path)):
+        gone = b.unreadable()
+        assert gone == {e.index for e in b.entries if e.kind == "harvested"}
+        assert {b.entries[b.stand_in(i)].kind for i in gone} <= {"basic", "procedural"}
+    assert get_bank().unreadable() == get_lfo_bank().unreadable() == frozenset()
+    old = WavetableBank({k: v for k, v in get_bank().manifest.items() if k != "stand_ins"},
+                        presets=tmp_path)
+    assert old.id == get_bank().id  # the stand-ins are not part of the bank's identity
+    with pytest.raises(BankError, match="no built-in stand-ins.*python -m synth bank"):
+        old.stand_in(harvested.index)
 
 
 def test_a_bank_manifest_without_harmonic_counts_is_a_clear_error():
@@ -288,6 +305,12 @@ def test_a_presets_own_tables_are_left_out_of_an_answer_as_import_leaves_them(re
     shared = load_preset(next(p for p in real_presets if p.stem == "UmbraLead"))
     assert space.left_out_classes(shared.digest) == {}
     assert get_space("core").left_out_classes(preset.digest) == {}
+    # left out, then sent on again (as to stand-ins where the presets folder is absent)
+    n = {c: space.categorical[c].num_classes for c in lookups}
+    shift = {c: (np.arange(n[c]) + 1) % n[c] for c in lookups}
+    both = space.with_classes(answer, shift)
+    assert both != answer
+    assert space.with_classes(uses, space.then_classes(lookups, shift)) == both
 
 
 def test_an_exported_studio_patch_plays_its_procedural_and_harvested_tables():
