@@ -190,14 +190,13 @@ class Matcher:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="matcher")
         # bank tables this machine cannot read (no real presets folder): every answer plays
         # each one's built-in stand-in instead
-        self.stand_ins = self.space.stand_in_classes()
+        self.stand_ins, unread = self.space.stand_in_classes()
         if self.stand_ins:
-            unread = {key: len(bank.unreadable()) for key, bank in self.space.banks.items()}
             log.warning("the real presets folder %s is absent: %s harvested from it cannot be "
                         "read, so answers play the nearest built-in table in their place; set "
                         "%s to that folder (../shared/real-presets) for them",
                         next(iter(self.space.banks.values())).presets,
-                        " and ".join(f"{n} {key}" for key, n in unread.items() if n),
+                        " and ".join(f"{n} {key}" for key, n in unread.items()),
                         PRESETS_ENV)
         # bank classes no answer may use, each sent to another: the stand-ins, and within
         # ``leaving_out`` a preset's own tables
@@ -266,8 +265,9 @@ class Matcher:
         preset the banks harvested from, as the scope ceiling leaves its tables out
         (``benchmarks/real_presets.py``). A matcher measuring this way answers one clip
         at a time; in scopes without banks it changes nothing."""
-        self.left_out = self.space.then_classes(self.space.left_out_classes(preset.digest),
-                                                self.stand_ins)
+        # the tables are read to find the nearest others, so this needs the presets folder,
+        # and where it is present no table stands in
+        self.left_out = self.space.left_out_classes(preset.digest)
         try:
             yield self
         finally:

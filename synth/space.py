@@ -332,35 +332,27 @@ class ParameterSpace:
                     lookups[key][c] = bank.nearest(bank.table(c), exclude=gone)
         return self._by_column(lookups)
 
-    def stand_in_classes(self) -> dict[int, np.ndarray]:
+    def stand_in_classes(self) -> tuple[dict[int, np.ndarray], dict[str, int]]:
         """Where harvested tables cannot be read (the real presets folder is absent): per
         bank choice, its column and a lookup sending each such class to its built-in
-        stand-in (``Bank.stand_in``), every other class to itself. Empty when every table
-        can be read (and in scopes without banks)."""
-        lookups = {}
+        stand-in (``Bank.stand_in``), every other class to itself; and per bank, how many
+        of its tables stand in. Both empty when every table can be read (and in scopes
+        without banks)."""
+        lookups, counts = {}, {}
         for key, bank in self.banks.items():
             gone = bank.unreadable()
             if gone:
                 lookups[key] = np.arange(len(bank))
                 for c in gone:
                     lookups[key][c] = bank.stand_in(c)
-        return self._by_column(lookups)
+                counts[key] = len(gone)
+        return self._by_column(lookups), counts
 
     def _by_column(self, lookups: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
         """Per-bank lookups as per-column ones: each choice of a bank gets its bank's."""
         k = len(self.continuous)
         return {self.index[p.name] - k: lookups[p.bank] for p in self.categorical
                 if p.bank in lookups}
-
-    @staticmethod
-    def then_classes(first: Mapping[int, np.ndarray],
-                     then: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
-        """The lookups ``first`` and then ``then`` in one (``with_classes`` of the result is
-        ``with_classes`` of ``first``, then of ``then``)."""
-        out = dict(first)
-        for column, lookup in then.items():
-            out[column] = lookup[out[column]] if column in out else lookup
-        return out
 
     @staticmethod
     def with_classes(patch: Patch, lookups: Mapping[int, np.ndarray]) -> Patch:

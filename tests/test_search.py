@@ -235,7 +235,7 @@ def test_without_the_real_presets_answers_play_built_in_stand_ins(checkpoint, tm
     report = json.loads((tmp_path / "m.json").read_text())
     assert report["search"]["winner"]["library_id"] == FIRST_ID + 1
     assert answer.categorical[column] == bank.stand_in(harvested)
-    assert studio.stand_in_classes() == {}  # here the folder is present: nothing stands in
+    assert studio.stand_in_classes() == ({}, {})  # here the folder is present: none stands in
 
 
 def test_without_a_library_the_search_refines_the_networks_answer(library, tmp_path):
