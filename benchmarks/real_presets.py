@@ -158,6 +158,11 @@ def main() -> None:
                         result.distance["audio/mrstft_level_matched"])
                     walls[method].append(result.timings_ms["total"] / 1000)
                     if result.search and budget:
+                        # the search's own distance of its answer (null: silent), beside the
+                        # report's of it as it played
+                        measured = result.search["winner"]["distance"]
+                        runs[f"{method} measured"].append(
+                            float("inf") if measured is None else measured)
                         winners[method].append(result.search["winner"]["source"])
                         rendered[method].append(result.search["rendered"])
             rows[name] = {k: round(float(np.mean(v)), 4) for k, v in runs.items()}

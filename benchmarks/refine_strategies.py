@@ -1,7 +1,9 @@
 """The search's refinement, its strategy swapped, on the same real-preset clips.
 
 ``sparse`` is the shipped strategy (``model.refine.Refiner``: a (1+λ) evolution strategy
-whose children move a few audible parameters each, its parent re-rendered); ``any-knob`` is
+whose children move a few audible parameters each, its parent re-rendered, a child that won
+on luck sent back); ``unconfirmed`` is the same with the winning child kept whatever its
+later renders say (as it was before 2026-12-08); ``any-knob`` is
 the same with moves on any parameter, silent ones too (as it was before 2026-12-07);
 ``diagonal`` is the one before (every continuous parameter moved at once, a step per
 parameter following the elite's spread, the best render ever seen kept), here as it was.
@@ -30,7 +32,7 @@ import soundfile as sf
 
 from model.match import DEFAULT_CHECKPOINT, Matcher
 from model.metrics import ClipDistance
-from model.refine import Prepare, Refiner, RefineResult
+from model.refine import Parent, Prepare, Refiner, RefineResult
 from synth import RenderConfig, Renderer, load_preset
 from synth.space import Patch
 
@@ -86,7 +88,36 @@ class AnyKnobRefiner(Refiner):
         return np.arange(len(patch.continuous))
 
 
-STRATEGIES = {"sparse": Refiner, "diagonal": DiagonalRefiner, "any-knob": AnyKnobRefiner}
+class Unconfirmed(Parent):
+    """A parent that keeps its place however its later renders go (before 2026-12-08)."""
+
+    def challenge(self, x: np.ndarray, distance: float) -> bool:
+        if not distance < self.distance:
+            return False
+        self.x, self.renders = x, [distance]
+        return True
+
+    def rendered_again(self, distance: float) -> bool:
+        self.renders.append(distance)
+        return False
+
+
+class UnconfirmedRefiner(Refiner):
+    """The shipped strategy before 2026-12-08: a child that wins on its one render keeps the
+    parent's place whatever its later renders say, and the search weighs the answer against
+    the start's one render that ranked it, not its mean."""
+
+    parent = Unconfirmed
+
+    def refine(self, start: Patch, note: int, clip, **kwargs) -> RefineResult:
+        r = super().refine(start, note, clip, **kwargs)
+        if kwargs.get("start_distance") is not None:
+            r.start_distance = kwargs["start_distance"]
+        return r
+
+
+STRATEGIES = {"sparse": Refiner, "diagonal": DiagonalRefiner, "any-knob": AnyKnobRefiner,
+              "unconfirmed": UnconfirmedRefiner}
 
 
 def main() -> None:

@@ -25,6 +25,9 @@ finds such a patch's lucky render, and the answer then plays far from what the s
 measured (seen on a real preset: 1.54 measured, 2.21 in the report, the answer 10 dB under
 the level asked). So a parent's distance is the mean of its renders: it is rendered again
 beside its children until it has ``RENDERS_PER_PARENT``, and a child must beat that mean.
+A child wins on one render, the best of its generation's, so often by luck alone: it takes
+the parent's place on probation (``Parent``), and if its mean over ``RENDERS_PER_PARENT``
+renders is worse than the last parent that held its place, that one comes back.
 The distance returned is the returned patch's mean. The start point is scored first (unless
 its distance is given). A generation starts only while the time left holds one as long as
 the last, so a search ends close to ``max_seconds``.
@@ -50,11 +53,60 @@ RENDERS_PER_PARENT = 3  # a parent is rendered again, in its children's generati
 @dataclass
 class RefineResult:
     patch: Patch
-    start_distance: float
-    best_distance: float
+    start_distance: float  # the mean of the start's renders
+    best_distance: float  # the mean of the answer's renders
     evaluations: int
     seconds: float
-    history: list[float]  # best distance after each generation
+    history: list[float]  # the answer's distance after each generation
+
+
+class Parent:
+    """The strategy's parent under render noise: its point ``x`` and its distance, the mean
+    of its ``renders``. A child closer on its one render than that mean takes the parent's
+    place (``challenge``) on probation; once it has ``RENDERS_PER_PARENT`` renders
+    (``rendered_again``), it stays if its mean is no worse than that of the last parent that
+    held its place (the one before it, or the start), else that one comes back."""
+
+    def __init__(self, x: np.ndarray, distance: float):
+        self.x, self.renders = x, [distance]
+        self.held: tuple[np.ndarray, list[float]] | None = None  # the last one that held
+
+    @property
+    def distance(self) -> float:
+        return float(np.mean(self.renders))
+
+    @property
+    def settled(self) -> bool:
+        """Whether it has all its renders (it is no longer rendered again)."""
+        return len(self.renders) >= RENDERS_PER_PARENT
+
+    def challenge(self, x: np.ndarray, distance: float) -> bool:
+        """A child's one render: whether it took the parent's place."""
+        if not distance < self.distance:
+            return False
+        if self.held is None or self.settled:  # else the one on probation was never confirmed
+            self.held = (self.x, self.renders)
+        self.x, self.renders = x, [distance]
+        return True
+
+    def rendered_again(self, distance: float) -> bool:
+        """One more render of the parent: whether that sent it back for the last one that
+        held (its mean, now settled, was worse)."""
+        self.renders.append(distance)
+        if not self.settled or self.held is None:
+            return False
+        back = self.distance > float(np.mean(self.held[1]))
+        if back:
+            self.x, self.renders = self.held
+        self.held = None
+        return back
+
+    def answer(self) -> tuple[np.ndarray, float]:
+        """The point to answer with and its distance: the parent, or, while it is on
+        probation and its mean so far is worse, the last one that held."""
+        if self.held is not None and float(np.mean(self.held[1])) < self.distance:
+            return self.held[0], float(np.mean(self.held[1]))
+        return self.x, self.distance
 
 
 # (render, its patch) -> the versions of the render to compare; the distance is the largest
@@ -72,6 +124,8 @@ def prepared_distance(distance: ClipDistance, audio: np.ndarray, patch: Patch,
 
 class Refiner:
     """Holds the thread pool of renderers; ``refine`` runs one search."""
+
+    parent = Parent  # how a parent keeps its place (``benchmarks/refine_strategies.py``)
 
     def __init__(self, space: ParameterSpace, render: RenderConfig, threads: int = 2):
         self.space, self.render_config = space, render
@@ -107,43 +161,45 @@ class Refiner:
         first step (unit space). ``start_distance``: the start's distance when already
         measured (the same way: through ``prepare`` when it is given).
         ``generation_seconds``: how long a generation is expected to take, so that the
-        first starts only if it fits too."""
+        first starts only if it fits too. The result's ``start_distance`` is the start's mean
+        over its renders (the one given or made first, and the refinement's)."""
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
         target = clip if isinstance(clip, ClipDistance) else ClipDistance(clip)
-        best_x = start.continuous.copy()
-        best = start_d = (self.score([start], note, target, prepare)[0]
-                          if start_distance is None else start_distance)
-        evals, history, last = 1, [best], generation_seconds
-        dims, step = len(best_x), sigma
-        movable = self.movable(Patch(best_x, start.categorical))
-        renders = [best]  # the parent's distances, one per render: its distance is the mean
+        start_d = (self.score([start], note, target, prepare)[0]
+                   if start_distance is None else start_distance)
+        parent = self.parent(start.continuous.copy(), start_d)
+        start_renders = parent.renders  # the start's, as long as it is rendered again
+        evals, history, last = 1, [start_d], generation_seconds
+        dims, step = len(parent.x), sigma
+        movable = self.movable(start)
         while (dims and evals + population <= max_evals
                and time.perf_counter() - t0 + last <= max_seconds):
             g0 = time.perf_counter()
-            again = population > 1 and len(renders) < RENDERS_PER_PARENT
+            again = population > 1 and not parent.settled
             children = []
             for _ in range(population - again):
                 moved = rng.choice(movable, min(len(movable), 1 + rng.poisson(MEAN_MOVED - 1)),
                                    replace=False)
-                x = best_x.copy()
+                x = parent.x.copy()
                 x[moved] = np.clip(x[moved] + step * rng.standard_normal(len(moved)), 0, 1)
                 children.append(x)
             scores = self.score([Patch(x, start.categorical) for x in children]
-                                + [Patch(best_x, start.categorical)] * again, note, target,
+                                + [Patch(parent.x, start.categorical)] * again, note, target,
                                 prepare)
             evals += population
-            if again:  # the parent rendered once more: a lucky render does not last
-                renders.append(scores.pop())
-                best = float(np.mean(renders))
+            # the parent rendered once more: a lucky render does not last
+            if again and parent.rendered_again(scores.pop()):  # its success was luck
+                movable = self.movable(Patch(parent.x, start.categorical))
+                step = max(step * 0.85, MIN_STEP)
             i = int(np.argmin(scores))
-            if scores[i] < best:  # a success: take it, and reach further
-                best, best_x, renders = scores[i], children[i], [scores[i]]
-                movable = self.movable(Patch(best_x, start.categorical))
+            if parent.challenge(children[i], scores[i]):  # a success: take it, reach further
+                movable = self.movable(Patch(parent.x, start.categorical))
                 step = min(step * 1.3, MAX_STEP)
             else:
                 step = max(step * 0.85, MIN_STEP)
-            history.append(best)
+            history.append(parent.answer()[1])
             last = time.perf_counter() - g0
-        return RefineResult(Patch(best_x, start.categorical.copy()), start_d, best, evals,
-                            time.perf_counter() - t0, history)
+        x, distance = parent.answer()
+        return RefineResult(Patch(x, start.categorical.copy()), float(np.mean(start_renders)),
+                            distance, evals, time.perf_counter() - t0, history)

@@ -21,7 +21,9 @@ refinement never bettered the best candidate in the half it had, and ranking for
 second answered closer: BENCHMARKS.md); refinement gets the rest. Every phase stops at the
 deadline and the best so far is the answer, so a search overruns its budget by at most one
 generation of refinement (when the first one takes longer than the time left), and never
-answers worse than the best candidate it rendered. Budget 0 is the point answer alone,
+answers worse than the best candidate it rendered, as far as renders tell: the refinement
+renders that candidate again, and the answer's distance, like the start's it is compared
+with, is the mean of its renders. Budget 0 is the point answer alone,
 nothing rendered.
 """
 
@@ -217,9 +219,13 @@ class Search:
                                  "distance_after": r.best_distance,
                                  "evaluations": r.evaluations - 1,
                                  "seconds": round(r.seconds, 2)}
-            if r.best_distance < best.distance:
+            # the start's mean over its renders, which the refinement took on: a candidate
+            # ranks first on one render, often a lucky one
+            if r.best_distance < r.start_distance:
                 result.best = Candidate(r.patch, best.note, "refinement", best.library_id,
                                         r.best_distance)
                 by_source["refinement"] = r.best_distance
+            else:
+                best.distance = r.start_distance
         result.seconds = time.perf_counter() - t0
         return result

@@ -174,6 +174,38 @@ def test_refinement_never_returns_worse_than_its_start(tmp_path):
     assert kept.evaluations == 1 and kept.patch == start.patch
 
 
+def test_a_child_that_won_by_luck_gives_the_parent_back():
+    """The refinement's parent under render noise: a child closer on one render takes its
+    place, and once rendered as often as a parent is, keeps it only if its mean holds."""
+    from model.refine import RENDERS_PER_PARENT, Parent
+
+    assert RENDERS_PER_PARENT == 3  # the numbers below are written for three
+    a, b, c, d, e = (np.full(2, v) for v in (0.1, 0.2, 0.3, 0.4, 0.5))
+    parent = Parent(a, 1.0)
+    assert not parent.challenge(b, 1.0)  # not closer: no change
+    assert not parent.rendered_again(1.2) and not parent.rendered_again(0.8)
+    assert parent.settled and parent.distance == pytest.approx(1.0)
+    assert parent.challenge(b, 0.7) and parent.x is b and not parent.settled
+    # b's later renders are far worse: its 0.7 was luck, and a comes back with its mean
+    assert not parent.rendered_again(1.2)
+    assert parent.rendered_again(1.3)
+    assert parent.x is a and parent.distance == pytest.approx(1.0) and parent.settled
+    # c is closer, and its renders say so: it stays
+    assert parent.challenge(c, 0.8)
+    assert not parent.rendered_again(0.9) and not parent.rendered_again(0.85)
+    assert parent.x is c and parent.distance == pytest.approx(0.85)
+    # d wins before it is confirmed, e beats d's mean; e is judged against c, the last
+    # that held, not against d, which never did
+    assert parent.challenge(d, 0.5) and not parent.rendered_again(1.1)
+    assert parent.challenge(e, 0.75) and parent.x is e
+    assert not parent.rendered_again(0.95) and parent.rendered_again(0.95)
+    assert parent.x is c and parent.distance == pytest.approx(0.85)
+    # the answer: the parent, or, while it is on probation and worse so far, the last that held
+    assert parent.answer() == (c, pytest.approx(0.85))
+    assert parent.challenge(d, 0.6) and parent.answer()[0] is d
+    assert not parent.rendered_again(1.4) and parent.answer() == (c, pytest.approx(0.85))
+
+
 def test_the_shipped_default_model_matches_without_a_checkpoint(tmp_path):
     from model.match import DEFAULT_CHECKPOINT
 

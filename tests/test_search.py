@@ -120,9 +120,13 @@ def test_the_search_finds_the_library_entry_a_clip_was_made_from(checkpoint, lib
     # the reported distance is the preview's: below the untrained network's answer alone
     assert found.distance["audio/mrstft_level_matched"] < alone.distance[
         "audio/mrstft_level_matched"]
-    # never worse than the best candidate it rendered (the level-matched distance it ranked by)
-    assert s["winner"]["distance"] <= min(v for v in s["best_by_source"].values()
-                                          if v is not None) + 1e-9
+    # never worse than the best candidate it rendered (the level-matched distance it ranked
+    # by), the one the refinement started from: by the mean of its renders when it was
+    # rendered again
+    first = min(v for k, v in s["best_by_source"].items() if v is not None and k != "refinement")
+    refined = s["refinement"]
+    assert s["winner"]["distance"] <= (refined["distance_before"] if refined else first) + 1e-4
+    # (the winner's is rounded to 4 places in the report)
     json.dumps(s, allow_nan=False)  # the API answers it as JSON: no inf or NaN
     # a library entry's values are not the network's: no confidences are claimed for them
     assert all(p["confidence"] is None for p in found.params)
