@@ -76,6 +76,11 @@ class Parent:
         return float(np.mean(self.renders))
 
     @property
+    def held_distance(self) -> float:
+        """The mean of the last one that held (inf when none is kept)."""
+        return float(np.mean(self.held[1])) if self.held is not None else float("inf")
+
+    @property
     def settled(self) -> bool:
         """Whether it has all its renders (it is no longer rendered again)."""
         return len(self.renders) >= RENDERS_PER_PARENT
@@ -95,7 +100,7 @@ class Parent:
         self.renders.append(distance)
         if not self.settled or self.held is None:
             return False
-        back = self.distance > float(np.mean(self.held[1]))
+        back = self.distance > self.held_distance
         if back:
             self.x, self.renders = self.held
         self.held = None
@@ -104,8 +109,8 @@ class Parent:
     def answer(self) -> tuple[np.ndarray, float]:
         """The point to answer with and its distance: the parent, or, while it is on
         probation and its mean so far is worse, the last one that held."""
-        if self.held is not None and float(np.mean(self.held[1])) < self.distance:
-            return self.held[0], float(np.mean(self.held[1]))
+        if self.held_distance < self.distance:
+            return self.held[0], self.held_distance
         return self.x, self.distance
 
 
