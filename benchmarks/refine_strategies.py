@@ -89,17 +89,15 @@ class AnyKnobRefiner(Refiner):
 
 
 class Unconfirmed(Parent):
-    """A parent that keeps its place however its later renders go (before 2026-12-08)."""
-
-    def challenge(self, x: np.ndarray, distance: float) -> bool:
-        if not distance < self.distance:
-            return False
-        self.x, self.renders = x, [distance]
-        return True
+    """A parent that keeps its place however its later renders go (before 2026-12-08): it
+    is never sent back, and it is the answer whatever the one before it measured."""
 
     def rendered_again(self, distance: float) -> bool:
         self.renders.append(distance)
         return False
+
+    def answer(self) -> tuple[np.ndarray, float]:
+        return self.x, self.distance
 
 
 class UnconfirmedRefiner(Refiner):
